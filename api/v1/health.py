@@ -1,0 +1,27 @@
+"""Probes for orchestrators, and the JWKS document."""
+
+from __future__ import annotations
+
+from flask import Response
+from flask import jsonify
+
+from global_state import get_store
+from utils.errors import NotFound
+from utils.errors import ServiceUnavailable
+
+
+def healthz() -> Response:
+    """200 while the process serves requests; touches nothing else."""
+    return jsonify(status="ok")
+
+
+def readyz() -> Response:
+    """200 when Redis answers; otherwise the RedisError becomes a 503 like everywhere else."""
+    if not get_store().ping():
+        raise ServiceUnavailable()
+    return jsonify(status="ready")
+
+
+def jwks() -> Response:
+    """Public keys for asymmetric algorithms; with an HMAC secret there is nothing to publish."""
+    raise NotFound("No public keys: tokens are signed with a shared secret (HMAC).")

@@ -1,0 +1,44 @@
+"""gunicorn settings (read by ``gunicorn -c gunicorn.conf.py main:app`` and ``python main.py``).
+
+The configuration is validated here, in the master, so a bad value stops start-up with one
+line instead of a crash loop of workers.
+"""
+
+import multiprocessing
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from initialize.config import ConfigError
+from initialize.config import load_settings
+
+try:
+    load_settings(os.environ)
+except ConfigError as error:
+    sys.exit(str(error))
+
+_port = os.environ.get("PORT") or "9090"
+if not _port.isdigit() or not 0 < int(_port) < 65536:
+    sys.exit(f"configuration error: PORT must be a TCP port number (got {_port!r})")
+
+bind = [os.environ.get("BIND") or f"127.0.0.1:{_port}"]
+
+# Workers: one per core with a few threads each; threads keep keep-alive connections cheap.
+workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+
+# Request limits (gunicorn answers 400 beyond them, before the app sees anything).
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# Logs to stdout/stderr. The access log has the path without its query string (%(U)s), no
+# referer and no headers: tokens may travel in ?token=, and they must never reach a log.
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'

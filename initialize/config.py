@@ -1,0 +1,186 @@
+"""Configuration: read once from the environment, validated, frozen.
+
+A bad value stops start-up with one line that names the variable (SPEC "Configuration"), so
+every parser here raises :class:`ConfigError` carrying the variable's name and never echoes a
+secret.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.jwt import TokenSource
+from utils.jwt import parse_token_lookup
+from utils.users import USERNAME_PATTERN
+
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
+APP_ENVS = ("production", "development")
+MIN_SECRET_BYTES = 32
+DEVELOPMENT_SECRET = b"flask-jwt-redis development secret: never use in production"
+DEVELOPMENT_DEMO_USERS = "kesa:123"
+DEFAULT_TOKEN_LOOKUP = "header: Authorization, query: token, cookie: jwt, form: token"  # noqa: S105 (not a secret)
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; ``str()`` is the one line to print."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"configuration error: {variable} {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment, typed and validated."""
+
+    app_env: str
+    jwt_algorithm: str
+    jwt_secret: bytes
+    jwt_issuer: str
+    jwt_audience: str | None
+    access_token_ttl: int
+    refresh_token_ttl: int
+    redis_url: str
+    redis_key_prefix: str
+    token_lookup: tuple[TokenSource, ...]
+    demo_users: tuple[tuple[str, str], ...]
+    login_max_failures: int
+    login_lock_seconds: int
+    cookie_mode: bool
+    cors_origins: tuple[str, ...]
+    max_content_length: int
+
+    @property
+    def is_development(self) -> bool:
+        """True when the built-in dev secret and demo user are allowed."""
+        return self.app_env == "development"
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Build :class:`Settings` from ``environ`` or raise :class:`ConfigError`."""
+    app_env = _choice(environ, "APP_ENV", "production", APP_ENVS)
+    algorithm = _choice(environ, "JWT_ALGORITHM", "HS256", HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS)
+    if algorithm in ASYMMETRIC_ALGORITHMS:
+        raise ConfigError(
+            "JWT_ALGORITHM",
+            f"is {algorithm}: asymmetric keys are not supported by this version yet; use HS256",
+        )
+    default_demo_users = DEVELOPMENT_DEMO_USERS if app_env == "development" else ""
+    return Settings(
+        app_env=app_env,
+        jwt_algorithm=algorithm,
+        jwt_secret=_read_secret(environ, app_env),
+        jwt_issuer=_text(environ, "JWT_ISSUER", "jwt-demo"),
+        jwt_audience=environ.get("JWT_AUDIENCE") or None,
+        access_token_ttl=_positive_int(environ, "ACCESS_TOKEN_TTL", 900),
+        refresh_token_ttl=_positive_int(environ, "REFRESH_TOKEN_TTL", 604800),
+        redis_url=_redis_url(environ),
+        redis_key_prefix=environ.get("REDIS_KEY_PREFIX", "jwt:"),
+        token_lookup=_token_lookup(environ),
+        demo_users=_demo_users(environ.get("DEMO_USERS", default_demo_users)),
+        login_max_failures=_positive_int(environ, "LOGIN_MAX_FAILURES", 10),
+        login_lock_seconds=_positive_int(environ, "LOGIN_LOCK_SECONDS", 900),
+        cookie_mode=_boolean(environ, "COOKIE_MODE", False),
+        cors_origins=_cors_origins(environ.get("CORS_ORIGINS", "")),
+        max_content_length=_positive_int(environ, "MAX_CONTENT_LENGTH", 10 * 1024 * 1024),
+    )
+
+
+def _choice(environ: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = environ.get(name) or default
+    if value not in allowed:
+        raise ConfigError(name, f"must be one of {', '.join(allowed)} (got {value!r})")
+    return value
+
+
+def _text(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = environ.get(name, default)
+    if not value.strip():
+        raise ConfigError(name, "must not be empty")
+    return value
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"\s*\d+\s*", raw) or int(raw) <= 0:
+        raise ConfigError(name, f"must be a positive integer (got {raw!r})")
+    return int(raw)
+
+
+def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(name, f"must be one of true/false/1/0/yes/no (got {raw!r})")
+
+
+def _read_secret(environ: Mapping[str, str], app_env: str) -> bytes:
+    inline = environ.get("JWT_SECRET")
+    path = environ.get("JWT_SECRET_FILE")
+    if inline and path:
+        raise ConfigError("JWT_SECRET", "and JWT_SECRET_FILE are both set; set only one")
+    if path:
+        try:
+            secret = Path(path).read_bytes()
+        except OSError as error:
+            raise ConfigError("JWT_SECRET_FILE", f"cannot be read ({error.strerror})") from None
+        secret = secret.removesuffix(b"\n").removesuffix(b"\r")
+        name = "JWT_SECRET_FILE"
+    elif inline:
+        secret = inline.encode("utf-8")
+        name = "JWT_SECRET"
+    elif app_env == "development":
+        return DEVELOPMENT_SECRET
+    else:
+        raise ConfigError("JWT_SECRET", "is required in production (or JWT_SECRET_FILE)")
+    if app_env == "production" and len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(name, f"must be at least {MIN_SECRET_BYTES} bytes in production")
+    return secret
+
+
+def _redis_url(environ: Mapping[str, str]) -> str:
+    url = environ.get("REDIS_URL") or "redis://localhost:6379/0"
+    if not url.startswith(REDIS_URL_SCHEMES):
+        raise ConfigError("REDIS_URL", f"must start with {', '.join(REDIS_URL_SCHEMES)}")
+    return url
+
+
+def _token_lookup(environ: Mapping[str, str]) -> tuple[TokenSource, ...]:
+    try:
+        return parse_token_lookup(environ.get("TOKEN_LOOKUP") or DEFAULT_TOKEN_LOOKUP)
+    except ValueError as error:
+        raise ConfigError("TOKEN_LOOKUP", str(error)) from None
+
+
+def _demo_users(raw: str) -> tuple[tuple[str, str], ...]:
+    users = []
+    for entry in filter(None, (part.strip() for part in raw.split(","))):
+        name, separator, password = entry.partition(":")
+        if not separator or not password:
+            raise ConfigError("DEMO_USERS", "must be name:password pairs separated by commas")
+        if not USERNAME_PATTERN.fullmatch(name):
+            raise ConfigError("DEMO_USERS", f"has an invalid username {name!r}")
+        users.append((name, password))
+    return tuple(users)
+
+
+def _cors_origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(filter(None, (part.strip().rstrip("/") for part in raw.split(","))))
+    for origin in origins:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError("CORS_ORIGINS", f"has an invalid origin {origin!r}")
+    return origins

@@ -1,0 +1,147 @@
+"""Fixtures: fakeredis for speed, and a private redis-server the suite starts itself.
+
+The real server listens on a free loopback port in a temporary directory; it is never the
+machine's own Redis. Without redis-server installed the real-Redis tests are skipped with a
+reason, unless REQUIRE_REAL_REDIS=1 (as in CI), which makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from initialize import create_app
+
+DEV_ENV = {"APP_ENV": "development"}
+PROD_SECRET = "p" * 48
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (loopback only)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process this suite started."""
+
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def start_redis_server(directory: Path, *extra: str) -> RedisServer:
+    """Start redis-server on a free loopback port and wait (bounded) until it answers."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("REQUIRE_REAL_REDIS") == "1":
+            pytest.fail("REQUIRE_REAL_REDIS=1 but redis-server is not installed")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 (our own binary and arguments)
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
+        + ["--save", "", "--appendonly", "no", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return RedisServer(process, port)
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    pytest.fail("redis-server did not answer within 10 s")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private redis-server for the whole session."""
+    server = start_redis_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.process.terminate()
+    server.process.wait(timeout=10)
+
+
+@pytest.fixture
+def real_redis(redis_server: RedisServer) -> redis.Redis:
+    """A client of the private server, emptied before the test."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushall()
+    return client
+
+
+@pytest.fixture
+def fake_redis() -> redis.Redis:
+    """A fresh in-memory fakeredis server per test."""
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+def redis_client(request: pytest.FixtureRequest) -> redis.Redis:
+    """Run a test once on fakeredis and once on the real server."""
+    name = "fake_redis" if request.param == "fakeredis" else "real_redis"
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def make_app(redis_client: redis.Redis):
+    """Build apps on the parametrized Redis: ``make_app(COOKIE_MODE="true")``."""
+
+    def build(**environ: str) -> Flask:
+        return create_app({**DEV_ENV, **environ}, redis_client=redis_client)
+
+    return build
+
+
+@pytest.fixture
+def app(make_app) -> Flask:
+    """The development app (demo user kesa/123)."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class AuthActions:
+    """Log in and build headers, as flaskr's tests do."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+
+    def login(self, username: str = "kesa", password: str = "123") -> dict:
+        response = self.client.post(
+            "/public/login", data={"username": username, "password": password}
+        )
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def auth(client: FlaskClient) -> AuthActions:
+    return AuthActions(client)

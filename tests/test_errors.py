@@ -1,0 +1,153 @@
+"""SPEC's error table: JSON {code, message} everywhere, with the right headers."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from initialize import create_app
+from tests.conftest import DEV_ENV
+from tests.conftest import AuthActions
+from tests.conftest import free_port
+
+BEARER = AuthActions.bearer
+
+
+def test_unknown_path_is_json_404(client):
+    response = client.get("/no/such/path")
+    assert response.status_code == 404
+    assert response.get_json() == {"code": 404, "message": "No such path."}
+
+
+def test_wrong_method_is_json_405_with_allow(client):
+    response = client.put("/public/login")
+    assert response.status_code == 405
+    assert response.get_json()["code"] == 405
+    assert "POST" in response.headers["Allow"]
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").get_json() == {"status": "ready"}
+
+
+def test_jwks_is_404_under_hmac(client):
+    response = client.get("/.well-known/jwks.json")
+    assert response.status_code == 404
+    assert response.get_json()["code"] == 404
+
+
+def test_security_headers_on_success_and_error(client):
+    for response in (client.get("/public/ping"), client.get("/nowhere")):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+class TestLoginLockout:
+    def test_attempts_one_to_n_are_401_then_429_until_the_window_ends(self, make_app, redis_client):
+        client = make_app(LOGIN_MAX_FAILURES="3", LOGIN_LOCK_SECONDS="60").test_client()
+        bad = {"username": "kesa", "password": "nope"}
+        assert [client.post("/public/login", data=bad).status_code for _ in range(3)] == [401] * 3
+        locked = client.post("/public/login", data={"username": "kesa", "password": "123"})
+        assert locked.status_code == 429
+        assert 0 < int(locked.headers["Retry-After"]) <= 60
+        assert locked.get_json()["code"] == 429
+        # the counter lives in Redis with the lock window as its TTL
+        (key,) = redis_client.keys("jwt:login-failures:*")
+        assert 0 < redis_client.ttl(key) <= 60
+        redis_client.delete(key)  # the window ends
+        assert client.post("/public/login", data={"username": "kesa", "password": "123"}).status_code == 200
+
+    def test_unknown_usernames_count_alike(self, make_app):
+        client = make_app(LOGIN_MAX_FAILURES="2").test_client()
+        ghost = {"username": "ghost", "password": "x"}
+        assert [client.post("/public/login", data=ghost).status_code for _ in range(3)] == [401, 401, 429]
+
+    def test_success_resets_and_counts_are_per_username_and_address(self, make_app):
+        client = make_app(LOGIN_MAX_FAILURES="2").test_client()
+        bad = {"username": "kesa", "password": "nope"}
+        client.post("/public/login", data=bad)
+        assert client.post("/public/login", data={"username": "kesa", "password": "123"}).status_code == 200
+        assert [client.post("/public/login", data=bad).status_code for _ in range(2)] == [401, 401]
+        other_address = {"REMOTE_ADDR": "10.9.9.9"}
+        assert client.post("/public/login", data=bad, environ_base=other_address).status_code == 401
+
+
+class TestRedisDown:
+    """503 + Retry-After whenever Redis does not answer, and no unrecorded token."""
+
+    @pytest.fixture
+    def down(self):
+        server = fakeredis.FakeServer()
+        app = create_app(DEV_ENV, redis_client=fakeredis.FakeRedis(server=server, decode_responses=True))
+        client = app.test_client()
+        tokens = AuthActions(client).login()
+        server.connected = False
+        return client, tokens
+
+    def assert_503(self, response):
+        assert response.status_code == 503
+        assert response.get_json()["code"] == 503
+        assert int(response.headers["Retry-After"]) > 0
+
+    def test_every_redis_route_answers_503(self, down):
+        client, tokens = down
+        self.assert_503(client.post("/public/login", data={"username": "kesa", "password": "123"}))
+        self.assert_503(client.post("/public/register", data={"username": "zed", "password": "long-enough"}))
+        self.assert_503(client.get("/public/refresh", headers=BEARER(tokens["refreshToken"])))
+        self.assert_503(client.get("/user/welcome", headers=BEARER(tokens["accessToken"])))
+        self.assert_503(client.get("/public/feed", headers=BEARER(tokens["accessToken"])))
+        self.assert_503(client.get("/user/logout", headers=BEARER(tokens["accessToken"])))
+        self.assert_503(client.get("/readyz"))
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/public/feed").status_code == 200  # anonymous needs no Redis
+
+    def test_a_real_closed_port_is_503_too_and_the_app_still_starts(self):
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        client = create_app({**DEV_ENV, "REDIS_URL": url}).test_client()
+        self.assert_503(client.post("/public/login", data={"username": "kesa", "password": "123"}))
+        self.assert_503(client.get("/readyz"))
+
+    def test_demo_users_are_seeded_once_redis_returns(self):
+        server = fakeredis.FakeServer()
+        server.connected = False
+        app = create_app(DEV_ENV, redis_client=fakeredis.FakeRedis(server=server, decode_responses=True))
+        server.connected = True
+        assert AuthActions(app.test_client()).login()["tokenType"] == "Bearer"
+
+
+class TestCors:
+    @pytest.fixture
+    def cors_client(self, make_app):
+        return make_app(CORS_ORIGINS="https://app.example, http://localhost:3000").test_client()
+
+    def test_allowed_origin_gets_credentials_and_vary(self, cors_client):
+        response = cors_client.get("/public/ping", headers={"Origin": "https://app.example"})
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+        assert response.headers["Access-Control-Allow-Credentials"] == "true"
+        assert "Origin" in response.headers["Vary"]
+
+    def test_preflight_lists_the_headers(self, cors_client):
+        response = cors_client.options(
+            "/user/welcome",
+            headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"},
+        )
+        assert response.status_code == 200
+        allowed = response.headers["Access-Control-Allow-Headers"]
+        assert all(h in allowed for h in ("Authorization", "Content-Type", "X-CSRF-Token"))
+
+    def test_other_origins_get_no_cors_but_vary_even_on_errors(self, cors_client):
+        response = cors_client.get("/user/welcome", headers={"Origin": "https://evil.example"})
+        assert response.status_code == 401
+        assert "Access-Control-Allow-Origin" not in response.headers
+        assert "Origin" in response.headers["Vary"]
+
+    def test_errors_carry_cors_for_allowed_origins(self, cors_client):
+        response = cors_client.get("/user/welcome", headers={"Origin": "https://app.example"})
+        assert response.status_code == 401
+        assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+    def test_no_cors_headers_when_unset(self, client):
+        response = client.get("/public/ping", headers={"Origin": "https://app.example"})
+        assert "Access-Control-Allow-Origin" not in response.headers

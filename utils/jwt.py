@@ -1,0 +1,179 @@
+"""Tokens: where to find them in a request, how to mint a pair, how to verify one.
+
+Minting and signature checks go through flask-jwt-extended (it owns the key and algorithm
+configuration); finding the token is ours, because TOKEN_LOOKUP's gin-jwt syntax includes a
+POST form field that flask-jwt-extended has no location for.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from typing import NamedTuple
+
+import jwt
+from flask import Request
+from flask_jwt_extended import create_access_token
+from flask_jwt_extended import create_refresh_token
+from flask_jwt_extended import decode_token as fje_decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+
+from utils.errors import Unauthorized
+
+ACCESS = "access"
+REFRESH = "refresh"
+SOURCE_KINDS = ("header", "query", "cookie", "form")
+SOURCE_SYNONYMS = {"postform": "form"}
+BEARER = "bearer"
+# A token we issue is well under 1 KB; anything far larger is refused before any parsing.
+MAX_TOKEN_LENGTH = 4096
+
+
+class TokenSource(NamedTuple):
+    """One TOKEN_LOOKUP entry, such as ``header: Authorization``."""
+
+    kind: str
+    name: str
+
+
+class FoundToken(NamedTuple):
+    """A token string and the kind of place it came from (the CSRF rule needs to know)."""
+
+    kind: str
+    token: str
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """An access and a refresh token minted together for one session."""
+
+    username: str
+    session_id: str
+    csrf: str
+    access_token: str
+    access_jti: str
+    access_exp: int
+    refresh_token: str
+    refresh_jti: str
+    refresh_exp: int
+
+
+def parse_token_lookup(spec: str) -> tuple[TokenSource, ...]:
+    """Parse gin-jwt's ``"header: Authorization, query: token"`` syntax; ValueError if bad."""
+    sources = []
+    for entry in spec.split(","):
+        kind, separator, name = (part.strip() for part in entry.partition(":"))
+        kind = SOURCE_SYNONYMS.get(kind.lower(), kind.lower())
+        if not separator or not name or kind not in SOURCE_KINDS:
+            raise ValueError(
+                f"entry {entry.strip()!r} is not 'KIND: NAME' with KIND one of "
+                "header, query, cookie, form, postform"
+            )
+        sources.append(TokenSource(kind, name))
+    return tuple(sources)
+
+
+def find_token(request: Request, sources: tuple[TokenSource, ...]) -> FoundToken | None:
+    """Return the token from the first source that has one (gin-jwt's rule), else None."""
+    for kind, name in sources:
+        if kind == "header":
+            value = _bearer_value(request.headers.get(name))
+        elif kind == "query":
+            value = request.args.get(name)
+        elif kind == "cookie":
+            value = request.cookies.get(name)
+        else:
+            value = request.form.get(name) if request.method == "POST" else None
+        if value:
+            if len(value) > MAX_TOKEN_LENGTH:
+                raise Unauthorized("The token is too long.", invalid_token=True)
+            return FoundToken(kind, value)
+    return None
+
+
+def _bearer_value(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != BEARER or not value.strip():
+        raise Unauthorized("The Authorization header must be 'Bearer <token>'.", invalid_token=True)
+    return value.strip()
+
+
+def issue_token_pair(
+    username: str, access_ttl: int, refresh_ttl: int, session_id: str | None = None
+) -> TokenPair:
+    """Mint an access and a refresh token sharing one session id and one CSRF value.
+
+    ``exp`` is set explicitly from one clock reading so that the Redis records can expire at
+    exactly the same second as the tokens (SPEC: nothing outlives its token).
+    """
+    now = int(time.time())
+    session_id = session_id or str(uuid.uuid4())
+    csrf = secrets.token_urlsafe(24)
+    access_jti, refresh_jti = str(uuid.uuid4()), str(uuid.uuid4())
+    access_exp, refresh_exp = now + access_ttl, now + refresh_ttl
+
+    def claims(jti: str, exp: int) -> dict[str, Any]:
+        return {
+            "username": username,
+            "jti": jti,
+            "uuid": jti,
+            "sid": session_id,
+            "csrf": csrf,
+            "iat": now,
+            "exp": exp,
+        }
+
+    return TokenPair(
+        username=username,
+        session_id=session_id,
+        csrf=csrf,
+        access_token=create_access_token(
+            username,
+            additional_claims=claims(access_jti, access_exp),
+            expires_delta=timedelta(seconds=access_ttl),
+        ),
+        access_jti=access_jti,
+        access_exp=access_exp,
+        refresh_token=create_refresh_token(
+            username,
+            additional_claims=claims(refresh_jti, refresh_exp),
+            expires_delta=timedelta(seconds=refresh_ttl),
+        ),
+        refresh_jti=refresh_jti,
+        refresh_exp=refresh_exp,
+    )
+
+
+def decode_token(token: str, expected_type: str) -> dict[str, Any]:
+    """Verify signature, algorithm, ``exp``, ``nbf``, ``iss``, ``aud`` and type; return claims.
+
+    Every failure becomes :class:`Unauthorized` with ``error="invalid_token"``; whether the
+    token was revoked is the allowlist's question, not this function's.
+    """
+    try:
+        claims = fje_decode_token(token)
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("The token has expired.", invalid_token=True) from None
+    except (jwt.PyJWTError, JWTExtendedException, ValueError, TypeError, KeyError):
+        raise Unauthorized("The token is invalid.", invalid_token=True) from None
+    if not _has_required_claims(claims):
+        raise Unauthorized("The token is invalid.", invalid_token=True)
+    if claims["type"] != expected_type:
+        raise Unauthorized(f"An {expected_type} token is required.", invalid_token=True)
+    return claims
+
+
+def _has_required_claims(claims: dict[str, Any]) -> bool:
+    """flask-jwt-extended does not insist on ``exp`` and fills in a missing type; we do."""
+    return (
+        isinstance(claims.get("exp"), int)
+        and all(isinstance(claims.get(name), str) for name in ("username", "jti", "sid", "csrf"))
+        and claims.get("type") in (ACCESS, REFRESH)
+        and claims.get("sub") == claims["username"]
+    )

@@ -1,0 +1,214 @@
+"""The Redis side: the token allowlist, sessions, login attempts and user accounts.
+
+Keys (all under the configured prefix; all but ``user:*`` carry a TTL):
+
+* ``token:<jti>`` -> username, expiring exactly at the token's ``exp`` (the Go app's allowlist);
+* ``spent:<jti>`` -> session id of a refresh token already used once (reuse detection);
+* ``session:<sid>`` -> sorted set of the session's token jtis scored by ``exp``;
+* ``user-sessions:<username>`` -> sorted set of the user's session ids scored by last ``exp``;
+* ``login-failures:<username>:<address>`` -> attempt counter with the lock window as TTL;
+* ``user:<username>`` -> hash with the Argon2id ``password`` hash and ``created`` time.
+
+Every multi-key change is one Lua script, so it is atomic and costs one round trip.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+
+import redis
+
+from utils.jwt import TokenPair
+
+_LUA_HELPERS = """
+local prefix = ARGV[1]
+local function expire_at_latest(key)
+  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('EXPIREAT', key, top[2]) end
+end
+local function record_pair(username, sid, now, access_jti, access_exp, refresh_jti, refresh_exp)
+  redis.call('SET', prefix .. 'token:' .. access_jti, username, 'EXAT', access_exp)
+  redis.call('SET', prefix .. 'token:' .. refresh_jti, username, 'EXAT', refresh_exp)
+  local session = prefix .. 'session:' .. sid
+  redis.call('ZREMRANGEBYSCORE', session, '-inf', now)
+  redis.call('ZADD', session, access_exp, access_jti, refresh_exp, refresh_jti)
+  expire_at_latest(session)
+  local sessions = prefix .. 'user-sessions:' .. username
+  redis.call('ZREMRANGEBYSCORE', sessions, '-inf', now)
+  redis.call('ZADD', sessions, refresh_exp, sid)
+  expire_at_latest(sessions)
+end
+local function end_session(username, sid)
+  local session = prefix .. 'session:' .. sid
+  local jtis = redis.call('ZRANGE', session, 0, -1)
+  for _, jti in ipairs(jtis) do redis.call('DEL', prefix .. 'token:' .. jti) end
+  redis.call('DEL', session)
+  redis.call('ZREM', prefix .. 'user-sessions:' .. username, sid)
+  return #jtis
+end
+"""
+
+# ARGV: prefix, username, sid, now, access jti, access exp, refresh jti, refresh exp, reset key
+_ISSUE = (
+    _LUA_HELPERS
+    + """
+record_pair(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+if ARGV[9] ~= '' then redis.call('DEL', prefix .. ARGV[9]) end
+return 1
+"""
+)
+
+# ARGV: as _ISSUE's first eight, then the presented refresh token's jti and exp.
+_ROTATE = (
+    _LUA_HELPERS
+    + """
+local old_jti, old_exp = ARGV[9], ARGV[10]
+if redis.call('DEL', prefix .. 'token:' .. old_jti) == 1 then
+  redis.call('SET', prefix .. 'spent:' .. old_jti, ARGV[3], 'EXAT', old_exp)
+  redis.call('ZREM', prefix .. 'session:' .. ARGV[3], old_jti)
+  record_pair(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  return 1
+end
+if redis.call('EXISTS', prefix .. 'spent:' .. old_jti) == 1 then
+  end_session(ARGV[2], ARGV[3])
+  return -1
+end
+return 0
+"""
+)
+
+# ARGV: prefix, username, sid
+_END_SESSION = (
+    _LUA_HELPERS
+    + """
+return end_session(ARGV[2], ARGV[3])
+"""
+)
+
+# ARGV: prefix, username
+_END_ALL_SESSIONS = (
+    _LUA_HELPERS
+    + """
+local sessions = prefix .. 'user-sessions:' .. ARGV[2]
+local sids = redis.call('ZRANGE', sessions, 0, -1)
+for _, sid in ipairs(sids) do end_session(ARGV[2], sid) end
+redis.call('DEL', sessions)
+return #sids
+"""
+)
+
+# ARGV: prefix, counter key, lock seconds -> {attempts in this window, seconds left}
+_COUNT_ATTEMPT = """
+local key = ARGV[1] .. ARGV[2]
+local attempts = redis.call('INCR', key)
+local ttl = redis.call('TTL', key)
+if ttl < 0 then
+  redis.call('EXPIRE', key, ARGV[3])
+  ttl = tonumber(ARGV[3])
+end
+return {attempts, ttl}
+"""
+
+# ARGV: prefix, username, password hash, created -> 1 created, 0 taken
+_CREATE_USER = """
+local key = ARGV[1] .. 'user:' .. ARGV[2]
+if redis.call('EXISTS', key) == 1 then return 0 end
+redis.call('HSET', key, 'password', ARGV[3], 'created', ARGV[4])
+return 1
+"""
+
+
+class Rotation(enum.Enum):
+    """What happened to a presented refresh token."""
+
+    ROTATED = 1
+    REUSED = -1
+    REVOKED = 0
+
+
+@dataclass(frozen=True)
+class LoginAttempt:
+    """The attempt's number in the current window, its seconds left, and the stored hash."""
+
+    attempts: int
+    retry_after: int
+    password_hash: str | None
+
+
+class RedisStore:
+    """All of the service's Redis reads and writes, bound to one client and key prefix."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._issue = client.register_script(_ISSUE)
+        self._rotate = client.register_script(_ROTATE)
+        self._end_session = client.register_script(_END_SESSION)
+        self._end_all_sessions = client.register_script(_END_ALL_SESSIONS)
+        self._count_attempt = client.register_script(_COUNT_ATTEMPT)
+        self._create_user = client.register_script(_CREATE_USER)
+
+    def _pair_args(self, pair: TokenPair) -> list[str | int]:
+        return [
+            self.prefix,
+            pair.username,
+            pair.session_id,
+            int(time.time()),
+            pair.access_jti,
+            pair.access_exp,
+            pair.refresh_jti,
+            pair.refresh_exp,
+        ]
+
+    def record_tokens(self, pair: TokenPair, client_address: str | None = None) -> None:
+        """Allowlist a new pair in its session; with ``client_address``, as a login's write,
+        also clear that user's failure counter for the address (a success resets it)."""
+        reset_key = _attempts_key(pair.username, client_address) if client_address else ""
+        self._issue(args=[*self._pair_args(pair), reset_key])
+
+    def is_token_active(self, jti: str) -> bool:
+        """The allowlist check: one EXISTS, one round trip."""
+        return bool(self.client.exists(self.prefix + "token:" + jti))
+
+    def rotate_refresh_token(self, old_jti: str, old_exp: int, new_pair: TokenPair) -> Rotation:
+        """Spend ``old_jti`` and record ``new_pair``; on reuse, end the whole session instead."""
+        result = self._rotate(args=[*self._pair_args(new_pair), old_jti, old_exp])
+        return Rotation(int(result))
+
+    def end_session(self, username: str, session_id: str) -> int:
+        """Revoke every token of one session; returns how many records were in it."""
+        return int(self._end_session(args=[self.prefix, username, session_id]))
+
+    def end_all_sessions(self, username: str) -> int:
+        """Revoke every token of every session of ``username``; returns the session count."""
+        return int(self._end_all_sessions(args=[self.prefix, username]))
+
+    def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
+        """Count this attempt and fetch the password hash, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        self._count_attempt(
+            args=[self.prefix, _attempts_key(username, address), lock_seconds], client=pipe
+        )
+        pipe.hget(self.prefix + "user:" + username, "password")
+        (attempts, retry_after), password_hash = pipe.execute()
+        return LoginAttempt(int(attempts), int(retry_after), password_hash)
+
+    def create_user(self, username: str, password_hash: str) -> bool:
+        """Store a new account; False if the username is taken."""
+        return bool(
+            self._create_user(args=[self.prefix, username, password_hash, int(time.time())])
+        )
+
+    def user_exists(self, username: str) -> bool:
+        """Whether an account exists (used to seed demo users without re-hashing)."""
+        return bool(self.client.exists(self.prefix + "user:" + username))
+
+    def ping(self) -> bool:
+        """True when Redis answers; raises redis.RedisError when it does not."""
+        return bool(self.client.ping())
+
+
+def _attempts_key(username: str, address: str) -> str:
+    return f"login-failures:{username}:{address}"

@@ -1,0 +1,43 @@
+"""Input rules for usernames and passwords (SPEC: 3-32 of A-Z a-z 0-9 _ . -; 8-128 chars)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from utils.errors import BadRequest
+
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 128
+
+
+def read_credentials(fields: Mapping[str, Any]) -> tuple[str, str]:
+    """Return ``(username, password)`` from a form or JSON object, or raise BadRequest."""
+    username = fields.get("username")
+    password = fields.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise BadRequest("Fields 'username' and 'password' are required strings.")
+    if not USERNAME_PATTERN.fullmatch(username):
+        raise BadRequest("The username must be 3-32 characters of A-Z a-z 0-9 _ . -")
+    if not password or len(password) > MAX_PASSWORD_LENGTH or not _is_encodable(password):
+        raise BadRequest(f"The password must be 1-{MAX_PASSWORD_LENGTH} characters of UTF-8 text.")
+    return username, password
+
+
+def check_new_password(password: str) -> None:
+    """Registration's stricter rule: at least 8 characters (demo users are exempt)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise BadRequest(
+            f"The password must be {MIN_PASSWORD_LENGTH}-{MAX_PASSWORD_LENGTH} characters."
+        )
+
+
+def _is_encodable(text: str) -> bool:
+    """JSON may carry lone surrogates, which no hash function can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
