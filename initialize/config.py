@@ -20,7 +20,11 @@ HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 APP_ENVS = ("production", "development")
 MIN_SECRET_BYTES = 32
-DEVELOPMENT_SECRET = b"flask-jwt-redis development secret: never use in production"
+# RFC 7518 §3.2: an HMAC key at least as long as the hash output (PyJWT warns otherwise).
+MIN_SECRET_BYTES_BY_ALGORITHM = {"HS256": MIN_SECRET_BYTES, "HS384": 48, "HS512": 64}
+DEVELOPMENT_SECRET = (
+    b"flask-jwt-redis development secret: known to everyone, never use it in production"
+)
 DEVELOPMENT_DEMO_USERS = "kesa:123"
 DEFAULT_TOKEN_LOOKUP = "header: Authorization, query: token, cookie: jwt, form: token"  # noqa: S105 (not a secret)
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -76,7 +80,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     return Settings(
         app_env=app_env,
         jwt_algorithm=algorithm,
-        jwt_secret=_read_secret(environ, app_env),
+        jwt_secret=_read_secret(environ, app_env, MIN_SECRET_BYTES_BY_ALGORITHM[algorithm]),
         jwt_issuer=_text(environ, "JWT_ISSUER", "jwt-demo"),
         jwt_audience=environ.get("JWT_AUDIENCE") or None,
         access_token_ttl=_positive_int(environ, "ACCESS_TOKEN_TTL", 900),
@@ -128,7 +132,7 @@ def _boolean(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(name, f"must be one of true/false/1/0/yes/no (got {raw!r})")
 
 
-def _read_secret(environ: Mapping[str, str], app_env: str) -> bytes:
+def _read_secret(environ: Mapping[str, str], app_env: str, min_bytes: int) -> bytes:
     inline = environ.get("JWT_SECRET")
     path = environ.get("JWT_SECRET_FILE")
     if inline and path:
@@ -147,8 +151,8 @@ def _read_secret(environ: Mapping[str, str], app_env: str) -> bytes:
         return DEVELOPMENT_SECRET
     else:
         raise ConfigError("JWT_SECRET", "is required in production (or JWT_SECRET_FILE)")
-    if app_env == "production" and len(secret) < MIN_SECRET_BYTES:
-        raise ConfigError(name, f"must be at least {MIN_SECRET_BYTES} bytes in production")
+    if app_env == "production" and len(secret) < min_bytes:
+        raise ConfigError(name, f"must be at least {min_bytes} bytes in production")
     return secret
 
 

@@ -55,9 +55,21 @@ def start_redis_server(directory: Path, *extra: str) -> RedisServer:
             pytest.fail("REQUIRE_REAL_REDIS=1 but redis-server is not installed")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603 (our own binary and arguments)
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no", *extra],
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(directory),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

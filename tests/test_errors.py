@@ -57,18 +57,28 @@ class TestLoginLockout:
         (key,) = redis_client.keys("jwt:login-failures:*")
         assert 0 < redis_client.ttl(key) <= 60
         redis_client.delete(key)  # the window ends
-        assert client.post("/public/login", data={"username": "kesa", "password": "123"}).status_code == 200
+        assert (
+            client.post("/public/login", data={"username": "kesa", "password": "123"}).status_code
+            == 200
+        )
 
     def test_unknown_usernames_count_alike(self, make_app):
         client = make_app(LOGIN_MAX_FAILURES="2").test_client()
         ghost = {"username": "ghost", "password": "x"}
-        assert [client.post("/public/login", data=ghost).status_code for _ in range(3)] == [401, 401, 429]
+        assert [client.post("/public/login", data=ghost).status_code for _ in range(3)] == [
+            401,
+            401,
+            429,
+        ]
 
     def test_success_resets_and_counts_are_per_username_and_address(self, make_app):
         client = make_app(LOGIN_MAX_FAILURES="2").test_client()
         bad = {"username": "kesa", "password": "nope"}
         client.post("/public/login", data=bad)
-        assert client.post("/public/login", data={"username": "kesa", "password": "123"}).status_code == 200
+        assert (
+            client.post("/public/login", data={"username": "kesa", "password": "123"}).status_code
+            == 200
+        )
         assert [client.post("/public/login", data=bad).status_code for _ in range(2)] == [401, 401]
         other_address = {"REMOTE_ADDR": "10.9.9.9"}
         assert client.post("/public/login", data=bad, environ_base=other_address).status_code == 401
@@ -80,7 +90,9 @@ class TestRedisDown:
     @pytest.fixture
     def down(self):
         server = fakeredis.FakeServer()
-        app = create_app(DEV_ENV, redis_client=fakeredis.FakeRedis(server=server, decode_responses=True))
+        app = create_app(
+            DEV_ENV, redis_client=fakeredis.FakeRedis(server=server, decode_responses=True)
+        )
         client = app.test_client()
         tokens = AuthActions(client).login()
         server.connected = False
@@ -94,7 +106,9 @@ class TestRedisDown:
     def test_every_redis_route_answers_503(self, down):
         client, tokens = down
         self.assert_503(client.post("/public/login", data={"username": "kesa", "password": "123"}))
-        self.assert_503(client.post("/public/register", data={"username": "zed", "password": "long-enough"}))
+        self.assert_503(
+            client.post("/public/register", data={"username": "zed", "password": "long-enough"})
+        )
         self.assert_503(client.get("/public/refresh", headers=BEARER(tokens["refreshToken"])))
         self.assert_503(client.get("/user/welcome", headers=BEARER(tokens["accessToken"])))
         self.assert_503(client.get("/public/feed", headers=BEARER(tokens["accessToken"])))
@@ -112,7 +126,9 @@ class TestRedisDown:
     def test_demo_users_are_seeded_once_redis_returns(self):
         server = fakeredis.FakeServer()
         server.connected = False
-        app = create_app(DEV_ENV, redis_client=fakeredis.FakeRedis(server=server, decode_responses=True))
+        app = create_app(
+            DEV_ENV, redis_client=fakeredis.FakeRedis(server=server, decode_responses=True)
+        )
         server.connected = True
         assert AuthActions(app.test_client()).login()["tokenType"] == "Bearer"
 

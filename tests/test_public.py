@@ -21,7 +21,13 @@ def test_login_by_form_returns_tokens_not_cached(client):
     response = client.post("/public/login", data={"username": "kesa", "password": "123"})
     assert response.status_code == 200
     body = response.get_json()
-    assert set(body) == {"accessToken", "refreshToken", "tokenType", "expiresIn", "refreshExpiresIn"}
+    assert set(body) == {
+        "accessToken",
+        "refreshToken",
+        "tokenType",
+        "expiresIn",
+        "refreshExpiresIn",
+    }
     assert body["tokenType"] == "Bearer"
     assert (body["expiresIn"], body["refreshExpiresIn"]) == (900, 604800)
     assert response.headers["Cache-Control"] == "no-store"
@@ -51,7 +57,9 @@ def test_token_payload_carries_the_spec_claims(client, auth):
 
 
 def test_configured_ttls_and_audience_flow_into_tokens(make_app):
-    client = make_app(ACCESS_TOKEN_TTL="60", REFRESH_TOKEN_TTL="120", JWT_AUDIENCE="api").test_client()
+    client = make_app(
+        ACCESS_TOKEN_TTL="60", REFRESH_TOKEN_TTL="120", JWT_AUDIENCE="api"
+    ).test_client()
     body = AuthActions(client).login()
     assert (body["expiresIn"], body["refreshExpiresIn"]) == (60, 120)
     claims = jwt.decode(body["accessToken"], options={"verify_signature": False})
@@ -102,7 +110,12 @@ def test_register_then_login(client, auth):
 
 
 def test_register_by_json_stores_a_hash_not_the_password(client, redis_client):
-    assert client.post("/public/register", json={"username": "bob", "password": "pw-123456"}).status_code == 201
+    assert (
+        client.post(
+            "/public/register", json={"username": "bob", "password": "pw-123456"}
+        ).status_code
+        == 201
+    )
     stored = redis_client.hgetall("jwt:user:bob")
     assert stored["password"].startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert "pw-123456" not in str(stored)
@@ -114,7 +127,12 @@ def test_register_taken_username_is_409(client):
     assert client.post("/public/register", data=fields).status_code == 201
     response = client.post("/public/register", data={**fields, "password": "other-password"})
     assert response.status_code == 409
-    assert client.post("/public/register", data={"username": "kesa", "password": "whatever1"}).status_code == 409
+    assert (
+        client.post(
+            "/public/register", data={"username": "kesa", "password": "whatever1"}
+        ).status_code
+        == 409
+    )
 
 
 @pytest.mark.parametrize(
@@ -161,8 +179,13 @@ def test_refresh_token_reuse_ends_the_whole_session(client, auth):
         assert client.get("/user/welcome", headers=BEARER(token)).status_code == 401
     assert client.get("/public/refresh", headers=BEARER(second["refreshToken"])).status_code == 401
     # The user's other session lives on.
-    assert client.get("/user/welcome", headers=BEARER(other_session["accessToken"])).status_code == 200
-    assert client.get("/public/refresh", headers=BEARER(other_session["refreshToken"])).status_code == 200
+    assert (
+        client.get("/user/welcome", headers=BEARER(other_session["accessToken"])).status_code == 200
+    )
+    assert (
+        client.get("/public/refresh", headers=BEARER(other_session["refreshToken"])).status_code
+        == 200
+    )
 
 
 def test_access_token_cannot_refresh_and_refresh_token_cannot_welcome(client, auth):
@@ -184,7 +207,10 @@ def test_feed_anonymous_and_logged_in(client, auth):
     assert anonymous.get_json()["user"] is None
     assert anonymous.get_json()["items"]
     tokens = auth.login()
-    assert client.get("/public/feed", headers=BEARER(tokens["accessToken"])).get_json()["user"] == "kesa"
+    assert (
+        client.get("/public/feed", headers=BEARER(tokens["accessToken"])).get_json()["user"]
+        == "kesa"
+    )
     assert client.get(f"/public/feed?token={tokens['accessToken']}").get_json()["user"] == "kesa"
 
 

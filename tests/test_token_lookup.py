@@ -31,7 +31,9 @@ def test_refresh_sources_swap_cookies_for_jwt_refresh():
     assert refresh_sources(lookup) == parse_token_lookup(
         "header: Authorization, cookie: jwt_refresh, form: token"
     )
-    assert refresh_sources(parse_token_lookup("query: t"))[-1] == TokenSource("cookie", "jwt_refresh")
+    assert refresh_sources(parse_token_lookup("query: t"))[-1] == TokenSource(
+        "cookie", "jwt_refresh"
+    )
 
 
 def test_every_default_source_works(client, auth):
@@ -83,7 +85,10 @@ class TestCookieCsrf:
         response = client.post("/public/login", data={"username": "kesa", "password": "123"})
         cookies = {c.split("=", 1)[0]: c for c in response.headers.getlist("Set-Cookie")}
         assert "HttpOnly" in cookies["jwt"] and "Path=/;" in cookies["jwt"]
-        assert "HttpOnly" in cookies["jwt_refresh"] and "Path=/public/refresh" in cookies["jwt_refresh"]
+        assert (
+            "HttpOnly" in cookies["jwt_refresh"]
+            and "Path=/public/refresh" in cookies["jwt_refresh"]
+        )
         assert "HttpOnly" not in cookies["csrf_token"]
         assert all("SameSite=Lax" in c for c in cookies.values())
         # development: not Secure, so plain-http localhost works
@@ -96,15 +101,24 @@ class TestCookieCsrf:
             {"JWT_SECRET": "s" * 40, "COOKIE_MODE": "yes", "DEMO_USERS": "kesa:123"},
             redis_client=redis_client,
         )
-        response = app.test_client().post("/public/login", data={"username": "kesa", "password": "123"})
+        response = app.test_client().post(
+            "/public/login", data={"username": "kesa", "password": "123"}
+        )
         assert all("Secure" in c for c in response.headers.getlist("Set-Cookie"))
 
     def test_get_welcome_by_cookie_needs_no_csrf(self, cookie_client):
         assert cookie_client.get("/user/welcome").status_code == 200
 
-    @pytest.mark.parametrize("path,method", [("/user/logout", "get"), ("/user/logout", "post"),
-                                             ("/user/logout-all", "post"), ("/public/refresh", "get"),
-                                             ("/public/refresh", "post")])
+    @pytest.mark.parametrize(
+        "path,method",
+        [
+            ("/user/logout", "get"),
+            ("/user/logout", "post"),
+            ("/user/logout-all", "post"),
+            ("/public/refresh", "get"),
+            ("/public/refresh", "post"),
+        ],
+    )
     def test_state_changing_routes_need_the_csrf_header(self, cookie_client, path, method):
         call = getattr(cookie_client, method)
         missing = call(path)
@@ -119,7 +133,9 @@ class TestCookieCsrf:
     def test_publish_by_cookie_needs_csrf(self, cookie_client):
         data = {"title": "t"}
         assert cookie_client.post("/user/publish", data=data).status_code == 403
-        ok = cookie_client.post("/user/publish", data=data, headers={"X-CSRF-Token": self.csrf(cookie_client)})
+        ok = cookie_client.post(
+            "/user/publish", data=data, headers={"X-CSRF-Token": self.csrf(cookie_client)}
+        )
         assert ok.status_code == 200
 
     def test_refresh_by_cookie_sets_new_cookies_and_logout_clears_them(self, cookie_client):
@@ -128,7 +144,9 @@ class TestCookieCsrf:
         assert response.status_code == 200
         assert self.csrf(cookie_client) != old_csrf
         assert cookie_client.get("/user/welcome").status_code == 200
-        logout = cookie_client.post("/user/logout", headers={"X-CSRF-Token": self.csrf(cookie_client)})
+        logout = cookie_client.post(
+            "/user/logout", headers={"X-CSRF-Token": self.csrf(cookie_client)}
+        )
         assert logout.status_code == 200
         assert cookie_client.get_cookie("jwt") is None
         assert cookie_client.get_cookie("csrf_token") is None
@@ -136,7 +154,10 @@ class TestCookieCsrf:
     def test_header_token_needs_no_csrf_even_in_cookie_mode(self, cookie_client, make_app):
         tokens = AuthActions(cookie_client).login()
         cookie_client.delete_cookie("jwt")
-        assert cookie_client.post("/user/logout", headers=BEARER(tokens["accessToken"])).status_code == 200
+        assert (
+            cookie_client.post("/user/logout", headers=BEARER(tokens["accessToken"])).status_code
+            == 200
+        )
 
     def test_csrf_applies_to_cookies_outside_cookie_mode(self, client, auth):
         token = auth.login()["accessToken"]

@@ -58,8 +58,13 @@ def test_logout_all_ends_every_session(client, auth):
     assert response.get_json()["sessions"] == 3
     for tokens in sessions:
         assert client.get("/user/welcome", headers=BEARER(tokens["accessToken"])).status_code == 401
-        assert client.get("/public/refresh", headers=BEARER(tokens["refreshToken"])).status_code == 401
-    assert client.get("/user/logout-all", headers=BEARER(sessions[0]["accessToken"])).status_code == 405
+        assert (
+            client.get("/public/refresh", headers=BEARER(tokens["refreshToken"])).status_code == 401
+        )
+    assert (
+        client.get("/user/logout-all", headers=BEARER(sessions[0]["accessToken"])).status_code
+        == 405
+    )
 
 
 def test_logout_all_spares_other_users(client, auth):
@@ -91,7 +96,9 @@ def test_publish_without_a_file_counts_zero_bytes(client, auth):
 
 def test_publish_without_title_is_400(client, auth):
     token = auth.login()["accessToken"]
-    response = client.post("/user/publish", data={"token": token}, content_type="multipart/form-data")
+    response = client.post(
+        "/user/publish", data={"token": token}, content_type="multipart/form-data"
+    )
     assert response.status_code == 400
 
 

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jwt
 from flask import Request
+from flask import current_app
 from flask_jwt_extended import create_access_token
 from flask_jwt_extended import create_refresh_token
 from flask_jwt_extended import decode_token as fje_decode_token
@@ -162,7 +163,8 @@ def decode_token(token: str, expected_type: str) -> dict[str, Any]:
         raise Unauthorized("The token has expired.", invalid_token=True) from None
     except (jwt.PyJWTError, JWTExtendedException, ValueError, TypeError, KeyError):
         raise Unauthorized("The token is invalid.", invalid_token=True) from None
-    if not _has_required_claims(claims):
+    unexpected_audience = "aud" in claims and current_app.config["JWT_DECODE_AUDIENCE"] is None
+    if unexpected_audience or not _has_required_claims(claims):
         raise Unauthorized("The token is invalid.", invalid_token=True)
     if claims["type"] != expected_type:
         raise Unauthorized(f"An {expected_type} token is required.", invalid_token=True)
@@ -170,7 +172,9 @@ def decode_token(token: str, expected_type: str) -> dict[str, Any]:
 
 
 def _has_required_claims(claims: dict[str, Any]) -> bool:
-    """flask-jwt-extended does not insist on ``exp`` and fills in a missing type; we do."""
+    """flask-jwt-extended does not insist on ``exp`` and fills in a missing type; we do.
+
+    (It also skips ``aud`` when none is configured; RFC 7519 §4.1.3 says reject, see above.)"""
     return (
         isinstance(claims.get("exp"), int)
         and all(isinstance(claims.get(name), str) for name in ("username", "jti", "sid", "csrf"))

@@ -1,0 +1,149 @@
+"""utils.redis: the allowlist's keys, TTLs, rotation and revocation, without Flask."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from utils.jwt import TokenPair
+from utils.redis import RedisStore
+from utils.redis import Rotation
+
+
+def make_pair(
+    username: str = "kesa",
+    session_id: str | None = None,
+    access_ttl: int = 900,
+    refresh_ttl: int = 604800,
+) -> TokenPair:
+    now = int(time.time())
+    return TokenPair(
+        username=username,
+        session_id=session_id or str(uuid.uuid4()),
+        csrf="c",
+        access_token="a",
+        access_jti=str(uuid.uuid4()),
+        access_exp=now + access_ttl,
+        refresh_token="r",
+        refresh_jti=str(uuid.uuid4()),
+        refresh_exp=now + refresh_ttl,
+    )
+
+
+@pytest.fixture
+def store(redis_client) -> RedisStore:
+    return RedisStore(redis_client, "test:")
+
+
+def assert_every_key_expires_with_its_token(client, horizon: int) -> None:
+    """SPEC: all keys but accounts have 0 < TTL <= the token's remaining life."""
+    for key in client.keys("*"):
+        if key.startswith("test:user:"):
+            continue
+        assert 0 < client.ttl(key) <= horizon, key
+
+
+def test_record_tokens_allowlists_both_until_their_exp(store, redis_client):
+    pair = make_pair()
+    store.record_tokens(pair)
+    assert store.is_token_active(pair.access_jti) and store.is_token_active(pair.refresh_jti)
+    assert redis_client.get(f"test:token:{pair.access_jti}") == "kesa"
+    assert redis_client.expiretime(f"test:token:{pair.access_jti}") == pair.access_exp
+    assert redis_client.expiretime(f"test:token:{pair.refresh_jti}") == pair.refresh_exp
+    assert_every_key_expires_with_its_token(redis_client, 604800)
+    assert all(key.startswith("test:") for key in redis_client.keys("*"))
+
+
+def test_session_keys_never_outlive_the_last_token(store, redis_client):
+    pair = make_pair(access_ttl=30, refresh_ttl=60)
+    store.record_tokens(pair)
+    assert_every_key_expires_with_its_token(redis_client, 60)
+
+
+def test_rotation_spends_the_old_token_once(store, redis_client):
+    first = make_pair()
+    store.record_tokens(first)
+    second = make_pair(session_id=first.session_id)
+    assert (
+        store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, second) is Rotation.ROTATED
+    )
+    assert not store.is_token_active(first.refresh_jti)
+    assert store.is_token_active(second.access_jti) and store.is_token_active(second.refresh_jti)
+    assert store.is_token_active(first.access_jti)  # rotation spends the refresh token only
+    assert_every_key_expires_with_its_token(redis_client, 604800)
+
+
+def test_reuse_ends_the_session_and_reports_it(store):
+    first = make_pair()
+    store.record_tokens(first)
+    second = make_pair(session_id=first.session_id)
+    store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, second)
+    third = make_pair(session_id=first.session_id)
+    assert (
+        store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, third) is Rotation.REUSED
+    )
+    for jti in (first.access_jti, second.access_jti, second.refresh_jti, third.access_jti):
+        assert not store.is_token_active(jti)
+
+
+def test_unknown_refresh_token_is_revoked_not_reused(store):
+    pair = make_pair()
+    assert store.rotate_refresh_token(str(uuid.uuid4()), pair.refresh_exp, pair) is Rotation.REVOKED
+    assert not store.is_token_active(pair.access_jti)
+
+
+def test_end_session_and_end_all_sessions(store, redis_client):
+    pairs = [make_pair() for _ in range(3)]
+    for pair in pairs:
+        store.record_tokens(pair)
+    other = make_pair(username="erin")
+    store.record_tokens(other)
+    assert store.end_session("kesa", pairs[0].session_id) == 2
+    assert not store.is_token_active(pairs[0].access_jti)
+    assert store.is_token_active(pairs[1].access_jti)
+    assert store.end_all_sessions("kesa") == 2
+    assert not any(store.is_token_active(p.refresh_jti) for p in pairs)
+    assert store.is_token_active(other.access_jti)
+    assert redis_client.keys("test:user-sessions:kesa") == []
+
+
+def test_login_attempts_count_and_expire(store, redis_client):
+    assert store.begin_login("kesa", "127.0.0.1", 60).attempts == 1
+    attempt = store.begin_login("kesa", "127.0.0.1", 60)
+    assert (attempt.attempts, attempt.password_hash) == (2, None)
+    assert 0 < attempt.retry_after <= 60
+    store.record_tokens(make_pair(), client_address="127.0.0.1")
+    assert store.begin_login("kesa", "127.0.0.1", 60).attempts == 1
+
+
+def test_create_user_is_first_come(store):
+    assert store.create_user("kesa", "hash-1")
+    assert not store.create_user("kesa", "hash-2")
+    assert store.begin_login("kesa", "::1", 60).password_hash == "hash-1"
+    assert store.user_exists("kesa") and not store.user_exists("nobody")
+
+
+def test_concurrent_refreshes_with_one_token_exactly_one_wins(real_redis):
+    """Atomicity on the real server: 16 threads race to spend one refresh token."""
+    store = RedisStore(real_redis, "test:")
+    first = make_pair()
+    store.record_tokens(first)
+    barrier = threading.Barrier(16)
+    outcomes: list[Rotation] = []
+
+    def race() -> None:
+        barrier.wait(timeout=10)
+        pair = make_pair(session_id=first.session_id)
+        outcomes.append(store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, pair))
+
+    threads = [threading.Thread(target=race) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert outcomes.count(Rotation.ROTATED) == 1
+    # the losers presented a spent token: reuse, so the session (and the winner's pair) ends
+    assert outcomes.count(Rotation.REUSED) == 15

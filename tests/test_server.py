@@ -1,0 +1,203 @@
+"""The real thing: gunicorn with gunicorn.conf.py, on loopback, against the private Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "main:app"]
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen
+    base: str
+    log: Path
+
+    def request(self, path: str, data: dict | None = None, headers: dict | None = None):
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        request = urllib.request.Request(self.base + path, data=body, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def login(self) -> dict:
+        status, body = self.request("/public/login", {"username": "kesa", "password": "123"})
+        assert status == 200, body
+        return json.loads(body)
+
+    def worker_pids(self) -> set[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True
+        ).stdout
+        return {int(pid) for pid in out.split()}
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
+    return {**keep, **extra}
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> Served:
+    port = int(env["PORT"])
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    served = Served(process, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited early:\n{log.read_text()}")
+        try:
+            if served.request("/healthz")[0] == 200:
+                return served
+        except OSError:
+            time.sleep(0.1)
+    stop(served)
+    pytest.fail(f"server did not answer within 30 s:\n{log.read_text()}")
+
+
+def stop(served: Served) -> None:
+    if served.process.poll() is None:
+        os.killpg(served.process.pid, signal.SIGTERM)
+        try:
+            served.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(served.process.pid, signal.SIGKILL)
+            served.process.wait(timeout=10)
+
+
+@pytest.fixture
+def served(redis_server, real_redis, tmp_path) -> Iterator[Served]:
+    env = server_env(
+        APP_ENV="development",
+        REDIS_URL=redis_server.url,
+        PORT=str(free_port()),
+        WEB_CONCURRENCY="2",
+    )
+    server = start(GUNICORN, env, tmp_path / "gunicorn.log")
+    yield server
+    stop(server)
+
+
+def test_tutorial_session_over_http(served):
+    assert served.request("/public/ping") == (200, b"pong")
+    tokens = served.login()
+    bearer = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    assert served.request("/user/welcome", headers=bearer) == (200, b"Welcome ! kesa")
+    status, body = served.request(
+        "/public/refresh", headers={"Authorization": f"Bearer {tokens['refreshToken']}"}
+    )
+    assert status == 200
+    fresh = {"Authorization": f"Bearer {json.loads(body)['accessToken']}"}
+    assert served.request("/user/logout", headers=fresh) == (200, b"Logout success")
+    assert served.request("/user/welcome", headers=fresh)[0] == 401
+
+
+def test_revocation_is_seen_by_every_worker_at_once(served):
+    tokens = served.login()
+    bearer = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    assert all(served.request("/user/welcome", headers=bearer)[0] == 200 for _ in range(10))
+    assert served.request("/user/logout", headers=bearer)[0] == 200
+    # fresh connections spread over both workers; none may still accept the token
+    assert [served.request("/user/welcome", headers=bearer)[0] for _ in range(20)] == [401] * 20
+
+
+def test_tokens_never_reach_the_log(served):
+    tokens = served.login()
+    served.request(f"/user/welcome?token={tokens['accessToken']}")
+    served.request(f"/public/feed?token={tokens['accessToken']}&x=1")
+    served.request("/user/welcome?token=not-a-real-token")
+    served.request(f"/public/refresh?token={tokens['refreshToken']}")
+    time.sleep(0.3)
+    log = served.log.read_text()
+    assert '"GET /user/welcome HTTP/1.1" 200' in log
+    for secret in (tokens["accessToken"], tokens["refreshToken"], "not-a-real-token", "token="):
+        assert secret not in log
+    for part in tokens["accessToken"].split("."):
+        assert part not in log
+
+
+def test_sighup_reloads_without_a_failed_request(served):
+    tokens = served.login()
+    bearer = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    before = served.worker_pids()
+    results: list[int | str] = []
+    stop_at = time.monotonic() + 6
+
+    def hammer() -> None:
+        while time.monotonic() < stop_at and len(results) < 3000:
+            try:
+                results.append(served.request("/user/welcome", headers=bearer)[0])
+            except OSError as error:
+                results.append(type(error).__name__)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    os.kill(served.process.pid, signal.SIGHUP)
+    for thread in threads:
+        thread.join(timeout=20)
+    failures = [r for r in results if r != 200]
+    assert len(results) > 50
+    assert failures == []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and served.worker_pids() & before:
+        time.sleep(0.2)
+    after = served.worker_pids()
+    assert after and not after & before  # every worker was replaced
+
+
+@pytest.mark.parametrize(
+    "command", [GUNICORN, [sys.executable, "main.py"]], ids=["gunicorn", "main.py"]
+)
+def test_bad_configuration_stops_start_up_with_one_line(command, tmp_path):
+    env = server_env(APP_ENV="production", PORT=str(free_port()), JWT_SECRET="too-short")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: JWT_SECRET must be at least 32 bytes in production"
+    ]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_python_main_py_serves_with_embedded_gunicorn_and_stops_on_sigterm(redis_server, tmp_path):
+    env = server_env(
+        APP_ENV="development",
+        REDIS_URL=redis_server.url,
+        PORT=str(free_port()),
+        WEB_CONCURRENCY="1",
+    )
+    server = start([sys.executable, "main.py"], env, tmp_path / "main.log")
+    try:
+        assert server.request("/public/ping") == (200, b"pong")
+        assert server.login()["tokenType"] == "Bearer"
+    finally:
+        stop(server)
+    assert server.process.returncode == 0
+    assert "Traceback" not in server.log.read_text()
