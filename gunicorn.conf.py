@@ -32,6 +32,9 @@ timeout = 30
 graceful_timeout = 30
 keepalive = 5
 
+# Proxies whose X-Forwarded-For is believed (the app reads the same variable).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
+
 # Request limits (gunicorn answers 400 beyond them, before the app sees anything).
 limit_request_line = 8190
 limit_request_fields = 100

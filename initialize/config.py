@@ -14,6 +14,8 @@ from pathlib import Path
 
 from utils.jwt import TokenSource
 from utils.jwt import parse_token_lookup
+from utils.net import DEFAULT_TRUSTED_PROXIES
+from utils.net import parse_trusted_proxies
 from utils.users import USERNAME_PATTERN
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -59,6 +61,7 @@ class Settings:
     login_lock_seconds: int
     cookie_mode: bool
     cors_origins: tuple[str, ...]
+    trusted_proxies: frozenset[str]
     max_content_length: int
 
     @property
@@ -93,6 +96,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         login_lock_seconds=_positive_int(environ, "LOGIN_LOCK_SECONDS", 900),
         cookie_mode=_boolean(environ, "COOKIE_MODE", False),
         cors_origins=_cors_origins(environ.get("CORS_ORIGINS", "")),
+        trusted_proxies=parse_trusted_proxies(
+            environ.get("FORWARDED_ALLOW_IPS", DEFAULT_TRUSTED_PROXIES)
+        ),
         max_content_length=_positive_int(environ, "MAX_CONTENT_LENGTH", 10 * 1024 * 1024),
     )
 

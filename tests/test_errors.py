@@ -167,3 +167,14 @@ class TestCors:
     def test_no_cors_headers_when_unset(self, client):
         response = client.get("/public/ping", headers={"Origin": "https://app.example"})
         assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_forwarded_for_counts_only_from_a_trusted_proxy(make_app, redis_client):
+    client = make_app(LOGIN_MAX_FAILURES="1").test_client()
+    bad = {"username": "kesa", "password": "nope"}
+    via_proxy = {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
+    client.post("/public/login", data=bad, headers=via_proxy)  # peer 127.0.0.1 is trusted
+    assert redis_client.exists("jwt:login-failures:kesa:198.51.100.7")
+    stranger = {"REMOTE_ADDR": "192.0.2.1"}
+    client.post("/public/login", data=bad, headers=via_proxy, environ_base=stranger)
+    assert redis_client.exists("jwt:login-failures:kesa:192.0.2.1")

@@ -20,6 +20,7 @@ from utils.errors import TooManyAttempts
 from utils.errors import Unauthorized
 from utils.jwt import TokenPair
 from utils.jwt import issue_token_pair
+from utils.net import client_address
 from utils.passwords import hash_password
 from utils.passwords import verify_password
 from utils.redis import Rotation
@@ -50,7 +51,9 @@ def login() -> Response:
     """Check the credentials (form post or JSON) and issue an access and a refresh token."""
     username, password = read_credentials(_request_fields())
     settings, store = get_settings(), get_store()
-    address = request.remote_addr or "unknown"
+    address = client_address(
+        request.remote_addr, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
+    )
     attempt = store.begin_login(username, address, settings.login_lock_seconds)
     if attempt.attempts > settings.login_max_failures:
         raise TooManyAttempts(attempt.retry_after)

@@ -1,0 +1,25 @@
+"""The client's address for the login-failure counter.
+
+gunicorn leaves REMOTE_ADDR as the peer; behind a proxy listed in FORWARDED_ALLOW_IPS (the
+variable gunicorn's ``forwarded_allow_ips`` reads, same default) we take the address that proxy
+saw: the last entry of X-Forwarded-For. From anyone else the header is ignored.
+"""
+
+from __future__ import annotations
+
+DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
+
+
+def parse_trusted_proxies(raw: str) -> frozenset[str]:
+    """``"127.0.0.1, ::1"`` -> a set of addresses; ``"*"`` trusts every peer."""
+    return frozenset(filter(None, (part.strip() for part in raw.split(","))))
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: frozenset[str]) -> str:
+    """The peer, or the last X-Forwarded-For hop when the peer is a trusted proxy."""
+    peer = peer or "unknown"
+    if forwarded_for and (peer in trusted or "*" in trusted):
+        last_hop = forwarded_for.rsplit(",", 1)[-1].strip()
+        if last_hop:
+            return last_hop[:64]
+    return peer
