@@ -1,33 +1,46 @@
 """Accessors for what start-up binds to the app (the Go app's ``global`` package).
 
-Nothing here is created at import time: ``create_app`` stores the objects in
-``app.extensions`` and these functions find them through ``current_app``.
+Nothing here is created at import time: ``create_app`` stores an :class:`AppState` in
+``app.extensions`` and these functions find it through ``current_app``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import current_app
 
 if TYPE_CHECKING:  # type names only: global_state sits below initialize and utils
     from initialize.config import Settings
+    from utils.jwt import VerifiedTokenCache
     from utils.redis import RedisStore
 
 EXTENSION_KEY = "flask-jwt-redis"
 
 
-def get_store() -> RedisStore:
-    """The app's Redis store; fails loudly if ``create_app`` did not bind one."""
+@dataclass(frozen=True)
+class AppState:
+    """The per-app (so per-worker) objects built once at start-up."""
+
+    settings: Settings
+    store: RedisStore
+    token_cache: VerifiedTokenCache
+
+
+def get_state() -> AppState:
+    """The app's state; fails loudly if the app was not built by ``create_app``."""
     try:
-        return current_app.extensions[EXTENSION_KEY]["store"]
+        return current_app.extensions[EXTENSION_KEY]
     except KeyError:
-        raise RuntimeError("Redis is not initialised: build the app with create_app()") from None
+        raise RuntimeError("flask-jwt-redis is not initialised: use create_app()") from None
+
+
+def get_store() -> RedisStore:
+    """The app's Redis store."""
+    return get_state().store
 
 
 def get_settings() -> Settings:
     """The validated settings the app was built with."""
-    try:
-        return current_app.extensions[EXTENSION_KEY]["settings"]
-    except KeyError:
-        raise RuntimeError("Settings are not loaded: build the app with create_app()") from None
+    return get_state().settings

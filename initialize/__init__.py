@@ -13,6 +13,7 @@ from redis import Redis
 from redis import RedisError
 
 from global_state import EXTENSION_KEY
+from global_state import AppState
 from initialize.cli import register_cli
 from initialize.config import ConfigError
 from initialize.config import Settings
@@ -21,6 +22,7 @@ from initialize.errors import register_error_handlers
 from initialize.headers import register_response_headers
 from initialize.redis import build_redis_client
 from routers import register_routers
+from utils.jwt import VerifiedTokenCache
 from utils.passwords import hash_password
 from utils.redis import RedisStore
 
@@ -47,7 +49,7 @@ def create_app(
     store = RedisStore(
         redis_client or build_redis_client(settings.redis_url), settings.redis_key_prefix
     )
-    app.extensions[EXTENSION_KEY] = {"settings": settings, "store": store}
+    app.extensions[EXTENSION_KEY] = AppState(settings, store, VerifiedTokenCache())
     register_routers(app)
     register_error_handlers(app)
     register_response_headers(app, settings)

@@ -16,8 +16,7 @@ from typing import Any
 from flask import g
 from flask import request
 
-from global_state import get_settings
-from global_state import get_store
+from global_state import get_state
 from utils.cookies import REFRESH_COOKIE
 from utils.errors import CsrfFailed
 from utils.errors import Unauthorized
@@ -37,7 +36,8 @@ def authenticate(token_type: str, *, optional: bool, changes_state: bool) -> dic
     A refresh token is not checked against the allowlist here: spending it is the check, done
     atomically by the rotation script.
     """
-    settings = get_settings()
+    state = get_state()
+    settings = state.settings
     sources = (
         settings.token_lookup if token_type == ACCESS else refresh_sources(settings.token_lookup)
     )
@@ -47,12 +47,12 @@ def authenticate(token_type: str, *, optional: bool, changes_state: bool) -> dic
             g.jwt_claims, g.username = None, None
             return None
         raise Unauthorized("A token is required.")
-    claims = decode_token(found.token, token_type)
+    claims = decode_token(found.token, token_type, state.token_cache)
     if found.kind == "cookie" and (changes_state or request.method not in SAFE_METHODS):
         presented = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(presented.encode(), claims["csrf"].encode()):
             raise CsrfFailed(f"The {CSRF_HEADER} header is missing or does not match.")
-    if token_type == ACCESS and not get_store().is_token_active(claims["jti"]):
+    if token_type == ACCESS and not state.store.is_token_active(claims["jti"]):
         raise Unauthorized("The token has been revoked.", invalid_token=True)
     g.jwt_claims, g.username = claims, claims["username"]
     return claims

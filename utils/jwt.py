@@ -8,6 +8,7 @@ POST form field that flask-jwt-extended has no location for.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -151,12 +152,54 @@ def issue_token_pair(
     )
 
 
-def decode_token(token: str, expected_type: str) -> dict[str, Any]:
+class VerifiedTokenCache:
+    """A bounded per-worker memo of token strings whose signature and claims were verified.
+
+    A token string is immutable, so its signature, algorithm, ``iss`` and ``aud`` need checking
+    once; only the clock-bound claims (``exp``, ``nbf``) are checked again on every use. The
+    allowlist is never cached: revocation stays a Redis question on every request.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, token: str, now: float) -> dict[str, Any] | None:
+        """The claims if ``token`` was verified before and is still within its time window."""
+        claims = self._entries.get(token)
+        if claims is None or not claims.get("nbf", 0) <= now < claims["exp"]:
+            return None
+        return claims
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        """Remember a verified token, evicting the oldest entry when full."""
+        with self._lock:
+            if len(self._entries) >= self._max_entries:
+                del self._entries[next(iter(self._entries))]
+            self._entries[token] = claims
+
+
+def decode_token(
+    token: str, expected_type: str, cache: VerifiedTokenCache | None = None
+) -> dict[str, Any]:
     """Verify signature, algorithm, ``exp``, ``nbf``, ``iss``, ``aud`` and type; return claims.
 
     Every failure becomes :class:`Unauthorized` with ``error="invalid_token"``; whether the
-    token was revoked is the allowlist's question, not this function's.
+    token was revoked is the allowlist's question, not this function's. With ``cache``, a
+    token verified before skips the signature check (its time window is still checked).
     """
+    claims = cache.get(token, time.time()) if cache is not None else None
+    if claims is None:
+        claims = _verify(token)
+        if cache is not None:
+            cache.put(token, claims)
+    if claims["type"] != expected_type:
+        raise Unauthorized(f"An {expected_type} token is required.", invalid_token=True)
+    return claims
+
+
+def _verify(token: str) -> dict[str, Any]:
     try:
         claims = fje_decode_token(token)
     except jwt.ExpiredSignatureError:
@@ -166,8 +209,6 @@ def decode_token(token: str, expected_type: str) -> dict[str, Any]:
     unexpected_audience = "aud" in claims and current_app.config["JWT_DECODE_AUDIENCE"] is None
     if unexpected_audience or not _has_required_claims(claims):
         raise Unauthorized("The token is invalid.", invalid_token=True)
-    if claims["type"] != expected_type:
-        raise Unauthorized(f"An {expected_type} token is required.", invalid_token=True)
     return claims
 
 
