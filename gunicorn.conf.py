@@ -35,6 +35,10 @@ keepalive = 5
 # Proxies whose X-Forwarded-For is believed (the app reads the same variable).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 
+# No gunicornc control socket: its default path is shared by every instance of the user, and
+# signals (HUP reload, TERM stop) are the interface here, as with endless.
+control_socket_disable = True
+
 # Request limits (gunicorn answers 400 beyond them, before the app sees anything).
 limit_request_line = 8190
 limit_request_fields = 100
