@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from datetime import timedelta
 
 from flask import Flask
-from flask_jwt_extended import JWTManager
 from redis import Redis
 from redis import RedisError
 
@@ -16,10 +14,10 @@ from global_state import EXTENSION_KEY
 from global_state import AppState
 from initialize.cli import register_cli
 from initialize.config import ConfigError
-from initialize.config import Settings
 from initialize.config import load_settings
 from initialize.errors import register_error_handlers
 from initialize.headers import register_response_headers
+from initialize.jwt_manager import init_jwt
 from initialize.redis import build_redis_client
 from routers import register_routers
 from utils.jwt import VerifiedTokenCache
@@ -30,7 +28,6 @@ from utils.redis import RedisStore
 # here), so redis-py's names are imported directly above.
 __all__ = ["ConfigError", "create_app"]
 
-jwt_manager = JWTManager()
 SEED_RETRY_SECONDS = 5.0
 
 
@@ -44,36 +41,18 @@ def create_app(
     """
     settings = load_settings(os.environ if environ is None else environ)
     app = Flask(__name__)
-    app.config.update(_flask_config(settings))
-    jwt_manager.init_app(app)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     store = RedisStore(
         redis_client or build_redis_client(settings.redis_url), settings.redis_key_prefix
     )
     app.extensions[EXTENSION_KEY] = AppState(settings, store, VerifiedTokenCache())
+    init_jwt(app, settings)
     register_routers(app)
     register_error_handlers(app)
     register_response_headers(app, settings)
     register_cli(app)
     _seed_demo_users(app, store, settings.demo_users)
     return app
-
-
-def _flask_config(settings: Settings) -> dict[str, object]:
-    """Flask's and flask-jwt-extended's keys, derived from the validated settings."""
-    return {
-        "MAX_CONTENT_LENGTH": settings.max_content_length,
-        "JWT_SECRET_KEY": settings.jwt_secret,
-        "JWT_ALGORITHM": settings.jwt_algorithm,
-        "JWT_DECODE_ALGORITHMS": [settings.jwt_algorithm],
-        "JWT_ENCODE_ISSUER": settings.jwt_issuer,
-        "JWT_DECODE_ISSUER": settings.jwt_issuer,
-        "JWT_ENCODE_AUDIENCE": settings.jwt_audience,
-        "JWT_DECODE_AUDIENCE": settings.jwt_audience,
-        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=settings.access_token_ttl),
-        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(seconds=settings.refresh_token_ttl),
-        # We find tokens ourselves (TOKEN_LOOKUP) and mint our own csrf claim.
-        "JWT_TOKEN_LOCATION": ["headers"],
-    }
 
 
 def _seed_demo_users(app: Flask, store: RedisStore, users: tuple[tuple[str, str], ...]) -> None:

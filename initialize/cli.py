@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 from flask import Flask
 
 from global_state import get_store
+from initialize.config import ASYMMETRIC_ALGORITHMS
 from utils.errors import ApiError
+from utils.keys import generate_private_key_pem
+from utils.keys import public_key_pem
 from utils.passwords import hash_password
 from utils.users import check_new_password
 from utils.users import read_credentials
@@ -28,3 +34,28 @@ def register_cli(app: Flask) -> None:
         if not get_store().create_user(username, hash_password(password)):
             raise click.ClickException(f"User {username!r} already exists.")
         click.echo(f"Created user {username!r}.")
+
+    @app.cli.command("generate-keys")
+    @click.option(
+        "--algorithm",
+        type=click.Choice(ASYMMETRIC_ALGORITHMS),
+        default="ES256",
+        show_default=True,
+    )
+    @click.argument("private_key_file", type=click.Path(dir_okay=False, path_type=Path))
+    def generate_keys(algorithm: str, private_key_file: Path) -> None:
+        """Write a new key pair: PRIVATE_KEY_FILE (mode 600) and PRIVATE_KEY_FILE.pub.
+
+        Point JWT_PRIVATE_KEY_FILE at the new file; to rotate, list the old public key in
+        JWT_PREVIOUS_PUBLIC_KEY_FILES until the tokens it signed have expired.
+        """
+        public_key_file = private_key_file.with_name(private_key_file.name + ".pub")
+        if private_key_file.exists() or public_key_file.exists():
+            raise click.ClickException(f"{private_key_file} or its .pub exists; not overwriting.")
+        private_pem = generate_private_key_pem(algorithm)
+        private_key_file.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(private_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as sink:
+            sink.write(private_pem)
+        public_key_file.write_bytes(public_key_pem(private_pem))
+        click.echo(f"Wrote {private_key_file} (private, mode 600) and {public_key_file}.")

@@ -14,6 +14,12 @@ from pathlib import Path
 
 from utils.jwt import TokenSource
 from utils.jwt import parse_token_lookup
+from utils.keys import KeyFileError
+from utils.keys import KeySet
+from utils.keys import asymmetric_key_set
+from utils.keys import hmac_key_set
+from utils.keys import load_private_key
+from utils.keys import load_public_key
 from utils.net import DEFAULT_TRUSTED_PROXIES
 from utils.net import parse_trusted_proxies
 from utils.users import USERNAME_PATTERN
@@ -48,7 +54,7 @@ class Settings:
 
     app_env: str
     jwt_algorithm: str
-    jwt_secret: bytes
+    keys: KeySet
     jwt_issuer: str
     jwt_audience: str | None
     access_token_ttl: int
@@ -75,15 +81,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     app_env = _choice(environ, "APP_ENV", "production", APP_ENVS)
     algorithm = _choice(environ, "JWT_ALGORITHM", "HS256", HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS)
     if algorithm in ASYMMETRIC_ALGORITHMS:
-        raise ConfigError(
-            "JWT_ALGORITHM",
-            f"is {algorithm}: asymmetric keys are not supported by this version yet; use HS256",
+        keys = _asymmetric_keys(environ, algorithm)
+    else:
+        keys = hmac_key_set(
+            algorithm, _read_secret(environ, app_env, MIN_SECRET_BYTES_BY_ALGORITHM[algorithm])
         )
     default_demo_users = DEVELOPMENT_DEMO_USERS if app_env == "development" else ""
     return Settings(
         app_env=app_env,
         jwt_algorithm=algorithm,
-        jwt_secret=_read_secret(environ, app_env, MIN_SECRET_BYTES_BY_ALGORITHM[algorithm]),
+        keys=keys,
         jwt_issuer=_text(environ, "JWT_ISSUER", "jwt-demo"),
         jwt_audience=environ.get("JWT_AUDIENCE") or None,
         access_token_ttl=_positive_int(environ, "ACCESS_TOKEN_TTL", 900),
@@ -160,6 +167,22 @@ def _read_secret(environ: Mapping[str, str], app_env: str, min_bytes: int) -> by
     if app_env == "production" and len(secret) < min_bytes:
         raise ConfigError(name, f"must be at least {min_bytes} bytes in production")
     return secret
+
+
+def _asymmetric_keys(environ: Mapping[str, str], algorithm: str) -> KeySet:
+    private_key_file = environ.get("JWT_PRIVATE_KEY_FILE")
+    if not private_key_file:
+        raise ConfigError("JWT_PRIVATE_KEY_FILE", f"is required with JWT_ALGORITHM={algorithm}")
+    try:
+        private_key = load_private_key(algorithm, private_key_file)
+    except KeyFileError as error:
+        raise ConfigError("JWT_PRIVATE_KEY_FILE", str(error)) from None
+    previous_files = environ.get("JWT_PREVIOUS_PUBLIC_KEY_FILES", "").split(",")
+    try:
+        previous = [load_public_key(algorithm, p.strip()) for p in previous_files if p.strip()]
+    except KeyFileError as error:
+        raise ConfigError("JWT_PREVIOUS_PUBLIC_KEY_FILES", str(error)) from None
+    return asymmetric_key_set(algorithm, private_key, previous)
 
 
 def _redis_url(environ: Mapping[str, str]) -> str:

@@ -17,7 +17,7 @@ def test_production_defaults():
     settings = load_settings({"JWT_SECRET": SECRET})
     assert settings.app_env == "production"
     assert settings.jwt_algorithm == "HS256"
-    assert settings.jwt_secret == SECRET.encode()
+    assert settings.keys.signing_key == SECRET.encode()
     assert settings.jwt_issuer == "jwt-demo"
     assert settings.jwt_audience is None
     assert (settings.access_token_ttl, settings.refresh_token_ttl) == (900, 604800)
@@ -32,14 +32,14 @@ def test_production_defaults():
 
 def test_development_allows_the_dev_secret_and_seeds_kesa():
     settings = load_settings({"APP_ENV": "development"})
-    assert settings.jwt_secret == DEVELOPMENT_SECRET
+    assert settings.keys.signing_key == DEVELOPMENT_SECRET
     assert settings.demo_users == (("kesa", "123"),)
 
 
 def test_secret_file_strips_one_trailing_newline(tmp_path):
     path = tmp_path / "secret"
     path.write_bytes(b"f" * 40 + b"\n")
-    assert load_settings({"JWT_SECRET_FILE": str(path)}).jwt_secret == b"f" * 40
+    assert load_settings({"JWT_SECRET_FILE": str(path)}).keys.signing_key == b"f" * 40
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_secret_file_strips_one_trailing_newline(tmp_path):
         ({"JWT_SECRET": SECRET, "JWT_ALGORITHM": "HS512"}, "JWT_SECRET"),  # RFC 7518: 64 bytes
         ({"JWT_SECRET": SECRET, "APP_ENV": "staging"}, "APP_ENV"),
         ({"JWT_SECRET": SECRET, "JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
-        ({"JWT_SECRET": SECRET, "JWT_ALGORITHM": "RS256"}, "JWT_ALGORITHM"),
+        ({"JWT_SECRET": SECRET, "JWT_ALGORITHM": "RS256"}, "JWT_PRIVATE_KEY_FILE"),
         ({"JWT_SECRET": SECRET, "ACCESS_TOKEN_TTL": "0"}, "ACCESS_TOKEN_TTL"),
         ({"JWT_SECRET": SECRET, "ACCESS_TOKEN_TTL": "15m"}, "ACCESS_TOKEN_TTL"),
         ({"JWT_SECRET": SECRET, "REFRESH_TOKEN_TTL": "-1"}, "REFRESH_TOKEN_TTL"),

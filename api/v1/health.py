@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response
 from flask import jsonify
 
+from global_state import get_settings
 from global_state import get_store
 from utils.errors import NotFound
 from utils.errors import ServiceUnavailable
@@ -24,4 +25,9 @@ def readyz() -> Response:
 
 def jwks() -> Response:
     """Public keys for asymmetric algorithms; with an HMAC secret there is nothing to publish."""
-    raise NotFound("No public keys: tokens are signed with a shared secret (HMAC).")
+    keys = get_settings().keys
+    if not keys.is_asymmetric:
+        raise NotFound("No public keys: tokens are signed with a shared secret (HMAC).")
+    response = jsonify(keys.jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
