@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from initialize.config import ConfigError
 from initialize.config import load_settings
+from initialize.gunicorn_hooks import install_json_errors
 
 try:
     load_settings(os.environ)
@@ -39,7 +40,9 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
 # signals (HUP reload, TERM stop) are the interface here, as with endless.
 control_socket_disable = True
 
-# Request limits (gunicorn answers 400 beyond them, before the app sees anything).
+# Request limits: gunicorn answers 400/414/431 beyond them, before the app sees anything, in
+# JSON like every other error of the service.
+install_json_errors()
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
@@ -48,4 +51,5 @@ limit_request_field_size = 8190
 # referer and no headers: tokens may travel in ?token=, and they must never reach a log.
 accesslog = "-"
 errorlog = "-"
+logger_class = "initialize.gunicorn_hooks.ScrubbingLogger"
 access_log_format = '%(h)s - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'

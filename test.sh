@@ -17,4 +17,8 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/shellcheck run.sh build.sh test.sh .ci/run
+# Security lint of the service's code: fail on medium severity or more (accepted low findings
+# carry a "nosec" comment with the reason).
+.venv/bin/bandit --quiet --severity-level medium --recursive \
+  api initialize middleware routers utils global_state main.py gunicorn.conf.py
 exec .venv/bin/python -m pytest "$@"

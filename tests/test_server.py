@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -201,3 +202,35 @@ def test_python_main_py_serves_with_embedded_gunicorn_and_stops_on_sigterm(redis
         stop(server)
     assert server.process.returncode == 0
     assert "Traceback" not in server.log.read_text()
+
+
+def raw_exchange(served: Served, payload: bytes) -> bytes:
+    """Send bytes as they are (no client-side checks) and read the whole answer."""
+    port = int(served.base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "payload,status",
+    [
+        (b"GET /user/welcome HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"a" * 100_000, 431),
+        (b"GET /user/welcome?token=" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x", 414),
+        (b"GET /user/welcome?token=eyJraw.secret.part HTTP/1.1 junk\r\nHost: x", 400),
+    ],
+    ids=["100KB header", "10KB query token", "bad request line"],
+)
+def test_gunicorn_level_rejections_are_json_and_leave_no_token_in_the_log(served, payload, status):
+    answer = raw_exchange(served, payload + b"\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == str(status).encode()
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body)["code"] == status
+    time.sleep(0.3)
+    log = served.log.read_text()
+    assert "secret.part" not in log and "eyJraw" not in log
+    assert "aaaaaaaaaa" not in log
