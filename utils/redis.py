@@ -99,8 +99,9 @@ return #sids
 """
 )
 
-# ARGV: prefix, counter key, lock seconds -> {attempts in this window, seconds left}
-_COUNT_ATTEMPT = """
+# ARGV: prefix, counter key, lock seconds, user key
+#   -> {attempts in this window, seconds left, stored password hash or false}
+_BEGIN_LOGIN = """
 local key = ARGV[1] .. ARGV[2]
 local attempts = redis.call('INCR', key)
 local ttl = redis.call('TTL', key)
@@ -108,7 +109,7 @@ if ttl < 0 then
   redis.call('EXPIRE', key, ARGV[3])
   ttl = tonumber(ARGV[3])
 end
-return {attempts, ttl}
+return {attempts, ttl, redis.call('HGET', ARGV[1] .. ARGV[4], 'password')}
 """
 
 # ARGV: prefix, username, password hash, created -> 1 created, 0 taken
@@ -147,7 +148,7 @@ class RedisStore:
         self._rotate = client.register_script(_ROTATE)
         self._end_session = client.register_script(_END_SESSION)
         self._end_all_sessions = client.register_script(_END_ALL_SESSIONS)
-        self._count_attempt = client.register_script(_COUNT_ATTEMPT)
+        self._begin_login = client.register_script(_BEGIN_LOGIN)
         self._create_user = client.register_script(_CREATE_USER)
 
     def _pair_args(self, pair: TokenPair) -> list[str | int]:
@@ -186,14 +187,11 @@ class RedisStore:
         return int(self._end_all_sessions(args=[self.prefix, username]))
 
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
-        """Count this attempt and fetch the password hash, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        self._count_attempt(
-            args=[self.prefix, _attempts_key(username, address), lock_seconds], client=pipe
+        """Count this attempt and fetch the password hash: one script, one round trip."""
+        attempts, retry_after, password_hash = self._begin_login(
+            args=[self.prefix, _attempts_key(username, address), lock_seconds, "user:" + username]
         )
-        pipe.hget(self.prefix + "user:" + username, "password")
-        (attempts, retry_after), password_hash = pipe.execute()
-        return LoginAttempt(int(attempts), int(retry_after), password_hash)
+        return LoginAttempt(int(attempts), int(retry_after), password_hash or None)
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account; False if the username is taken."""

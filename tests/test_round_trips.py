@@ -1,0 +1,70 @@
+"""Redis round trips per request, counted on the wire so they cannot creep up unnoticed."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from initialize import create_app
+from tests.conftest import DEV_ENV
+from tests.conftest import AuthActions
+
+BEARER = AuthActions.bearer
+
+
+class CountingConnection(redis.Connection):
+    """Counts what is sent: one send is one round trip (a pipeline sends once)."""
+
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):
+        type(self).sends += 1
+        return super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+def counted(redis_server, real_redis):
+    pool = redis.ConnectionPool(
+        connection_class=CountingConnection,
+        host="127.0.0.1",
+        port=redis_server.port,
+        decode_responses=True,
+    )
+    client = create_app(DEV_ENV, redis_client=redis.Redis(connection_pool=pool)).test_client()
+    # Warm up: each Lua script is loaded into Redis on its first use (a NOSCRIPT miss).
+    tokens = AuthActions(client).login()
+    client.get("/public/refresh", headers=BEARER(tokens["refreshToken"]))
+    client.post("/user/logout", headers=BEARER(tokens["accessToken"]))
+    tokens = AuthActions(client).login()
+
+    def round_trips(method: str, path: str, **kwargs) -> int:
+        CountingConnection.sends = 0
+        response = client.open(path, method=method, **kwargs)
+        assert response.status_code < 400, response.get_json()
+        return CountingConnection.sends
+
+    return round_trips, tokens
+
+
+def test_an_authenticated_request_costs_one_round_trip(counted):
+    round_trips, tokens = counted
+    headers = BEARER(tokens["accessToken"])
+    assert round_trips("GET", "/user/welcome", headers=headers) == 1
+    assert round_trips("GET", "/public/feed", headers=headers) == 1
+    assert round_trips("GET", "/public/feed") == 0
+    assert round_trips("POST", "/user/publish", headers=headers, data={"title": "t"}) == 1
+
+
+def test_login_reads_once_and_writes_once(counted):
+    round_trips, _ = counted
+    assert round_trips("POST", "/public/login", data={"username": "kesa", "password": "123"}) == 2
+
+
+def test_refresh_is_one_atomic_round_trip(counted):
+    round_trips, tokens = counted
+    assert round_trips("GET", "/public/refresh", headers=BEARER(tokens["refreshToken"])) == 1
+
+
+def test_logout_verifies_then_revokes(counted):
+    round_trips, tokens = counted
+    assert round_trips("POST", "/user/logout", headers=BEARER(tokens["accessToken"])) == 2
