@@ -13,7 +13,7 @@ from flask import current_app
 
 if TYPE_CHECKING:  # type names only: global_state sits below initialize and utils
     from initialize.config import Settings
-    from utils.jwt import VerifiedTokenCache
+    from utils.jwt import TokenVerifier
     from utils.redis import RedisStore
 
 EXTENSION_KEY = "flask-jwt-redis"
@@ -25,7 +25,7 @@ class AppState:
 
     settings: Settings
     store: RedisStore
-    token_cache: VerifiedTokenCache
+    verifier: TokenVerifier
 
 
 def get_state() -> AppState:

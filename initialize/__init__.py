@@ -20,7 +20,7 @@ from initialize.headers import register_response_headers
 from initialize.jwt_manager import init_jwt
 from initialize.redis import build_redis_client
 from routers import register_routers
-from utils.jwt import VerifiedTokenCache
+from utils.jwt import TokenVerifier
 from utils.passwords import hash_password
 from utils.redis import RedisStore
 
@@ -45,7 +45,8 @@ def create_app(
     store = RedisStore(
         redis_client or build_redis_client(settings.redis_url), settings.redis_key_prefix
     )
-    app.extensions[EXTENSION_KEY] = AppState(settings, store, VerifiedTokenCache())
+    verifier = TokenVerifier(settings.keys, settings.jwt_issuer, settings.jwt_audience)
+    app.extensions[EXTENSION_KEY] = AppState(settings, store, verifier)
     init_jwt(app, settings)
     register_routers(app)
     register_error_handlers(app)

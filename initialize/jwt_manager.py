@@ -1,4 +1,6 @@
-"""flask-jwt-extended, bound in the factory; its key callbacks read the app's own KeySet.
+"""flask-jwt-extended mints the tokens; its key callbacks read the app's own KeySet.
+
+Verification does not go through it (see ``utils.jwt.TokenVerifier``).
 
 The manager is one object for every app (it stores no app), so the callbacks look the keys up
 through ``current_app`` each time: tests build many apps with different keys side by side.
@@ -23,11 +25,6 @@ def _signing_key(identity: Any) -> Any:
     return get_settings().keys.signing_key
 
 
-@jwt_manager.decode_key_loader
-def _verification_key(header: dict[str, Any], payload: dict[str, Any]) -> Any:
-    return get_settings().keys.verification_key(header)
-
-
 @jwt_manager.additional_headers_loader
 def _kid_header(identity: Any) -> dict[str, str]:
     kid = get_settings().keys.current_kid
@@ -38,11 +35,8 @@ def init_jwt(app: Flask, settings: Settings) -> None:
     """Set flask-jwt-extended's options from the validated settings and bind the manager."""
     app.config.update(
         JWT_ALGORITHM=settings.jwt_algorithm,
-        JWT_DECODE_ALGORITHMS=[settings.jwt_algorithm],  # never "none", never another family
         JWT_ENCODE_ISSUER=settings.jwt_issuer,
-        JWT_DECODE_ISSUER=settings.jwt_issuer,
         JWT_ENCODE_AUDIENCE=settings.jwt_audience,
-        JWT_DECODE_AUDIENCE=settings.jwt_audience,
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.access_token_ttl),
         JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=settings.refresh_token_ttl),
         # We find tokens ourselves (TOKEN_LOOKUP) and mint our own csrf claim.

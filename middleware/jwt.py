@@ -23,7 +23,6 @@ from utils.errors import Unauthorized
 from utils.jwt import ACCESS
 from utils.jwt import REFRESH
 from utils.jwt import TokenSource
-from utils.jwt import decode_token
 from utils.jwt import find_token
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -47,7 +46,7 @@ def authenticate(token_type: str, *, optional: bool, changes_state: bool) -> dic
             g.jwt_claims, g.username = None, None
             return None
         raise Unauthorized("A token is required.")
-    claims = decode_token(found.token, token_type, state.token_cache)
+    claims = state.verifier.verify(found.token, token_type)
     if found.kind == "cookie" and (changes_state or request.method not in SAFE_METHODS):
         presented = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(presented.encode(), claims["csrf"].encode()):
