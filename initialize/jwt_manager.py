@@ -16,6 +16,7 @@ from flask_jwt_extended import JWTManager
 
 from global_state import get_settings
 from initialize.config import Settings
+from utils.jwt import install_prepared_hmac
 
 jwt_manager = JWTManager()
 
@@ -43,3 +44,4 @@ def init_jwt(app: Flask, settings: Settings) -> None:
         JWT_TOKEN_LOCATION=["headers"],
     )
     jwt_manager.init_app(app)
+    install_prepared_hmac()

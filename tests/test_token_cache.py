@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.conftest import AuthActions
 from utils.jwt import VerifiedTokenCache
 
@@ -58,3 +60,26 @@ def test_a_cached_token_expires_on_time(make_app):
     response = client.get("/user/welcome", headers=BEARER(token))
     assert response.status_code == 401
     assert response.get_json()["message"] == "The token has expired."
+
+
+def test_prepared_hmac_keeps_pyjwts_key_checks(app):
+    """The memo of prepared HMAC keys must not let an asymmetric key pose as a secret."""
+    import jwt
+
+    from utils.jwt import install_prepared_hmac
+
+    install_prepared_hmac()
+    install_prepared_hmac()  # idempotent
+    pem = (
+        b"-----BEGIN PUBLIC KEY-----\n"
+        b"MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n"
+    )
+    assert pem.startswith(b"-----BEGIN")
+    for _ in range(2):
+        with pytest.raises(jwt.InvalidKeyError):
+            jwt.encode({"a": 1}, pem, algorithm="HS256")
+    secret = b"s" * 32
+    token = jwt.encode({"a": 1}, secret, algorithm="HS256")
+    assert jwt.decode(token, secret, algorithms=["HS256"]) == {"a": 1}
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(token, b"t" * 32, algorithms=["HS256"])

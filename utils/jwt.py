@@ -20,6 +20,7 @@ import jwt
 from flask import Request
 from flask_jwt_extended import create_access_token
 from flask_jwt_extended import create_refresh_token
+from jwt.algorithms import HMACAlgorithm
 
 from utils.errors import Unauthorized
 from utils.keys import KeySet
@@ -194,7 +195,6 @@ class TokenVerifier:
         self._audience = audience
         self._algorithms = [keys.algorithm]
         self._options: dict[str, Any] = {"require": ["exp", "iat", "iss", "sub", "jti"]}
-        self._decoder = jwt.PyJWT()
         self.cache = VerifiedTokenCache()
 
     def verify(self, token: str, expected_type: str) -> dict[str, Any]:
@@ -215,7 +215,7 @@ class TokenVerifier:
             key = self._keys.verification_key(
                 jwt.get_unverified_header(token) if self._keys.is_asymmetric else {}
             )
-            claims = self._decoder.decode(
+            claims = jwt.decode(
                 token,
                 key,
                 algorithms=self._algorithms,
@@ -230,6 +230,46 @@ class TokenVerifier:
         if not _has_required_claims(claims):
             raise Unauthorized("The token is invalid.", invalid_token=True)
         return claims
+
+
+class _PreparedKeyHMAC(HMACAlgorithm):
+    """PyJWT's HMAC, remembering the keys that already passed its ``prepare_key`` checks.
+
+    PyJWT re-validates the HMAC key on every sign and verify (is it PEM, SSH or DER?), which
+    cost ~37 us per token here. Our keys come from configuration, never from a token, and
+    are few, so a small memo keeps the check while paying it once per key.
+    """
+
+    _MAX_KEYS = 16
+
+    def __init__(self, hash_alg: Any) -> None:
+        super().__init__(hash_alg)
+        self._prepared: dict[bytes, bytes] = {}
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        key_bytes = key.encode() if isinstance(key, str) else key
+        prepared = self._prepared.get(key_bytes)
+        if prepared is None:
+            prepared = super().prepare_key(key)
+            if len(self._prepared) < self._MAX_KEYS:
+                self._prepared[key_bytes] = prepared
+        return prepared
+
+
+def install_prepared_hmac() -> None:
+    """Swap PyJWT's HMAC algorithms for :class:`_PreparedKeyHMAC` (idempotent)."""
+    for name, hash_alg in HMAC_HASHES.items():
+        if isinstance(jwt.get_algorithm_by_name(name), _PreparedKeyHMAC):
+            continue
+        jwt.unregister_algorithm(name)
+        jwt.register_algorithm(name, _PreparedKeyHMAC(hash_alg))
+
+
+HMAC_HASHES = {
+    "HS256": HMACAlgorithm.SHA256,
+    "HS384": HMACAlgorithm.SHA384,
+    "HS512": HMACAlgorithm.SHA512,
+}
 
 
 def _has_required_claims(claims: dict[str, Any]) -> bool:

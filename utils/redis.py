@@ -26,21 +26,21 @@ from utils.jwt import TokenPair
 
 _LUA_HELPERS = """
 local prefix = ARGV[1]
-local function expire_at_latest(key)
-  local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if top[2] then redis.call('EXPIREAT', key, top[2]) end
+local function expire_no_earlier_than(key, at)
+  if redis.call('EXPIRETIME', key) < at then redis.call('EXPIREAT', key, at) end
 end
 local function record_pair(username, sid, now, access_jti, access_exp, refresh_jti, refresh_exp)
   redis.call('SET', prefix .. 'token:' .. access_jti, username, 'EXAT', access_exp)
   redis.call('SET', prefix .. 'token:' .. refresh_jti, username, 'EXAT', refresh_exp)
+  local latest = math.max(tonumber(access_exp), tonumber(refresh_exp))
   local session = prefix .. 'session:' .. sid
   redis.call('ZREMRANGEBYSCORE', session, '-inf', now)
   redis.call('ZADD', session, access_exp, access_jti, refresh_exp, refresh_jti)
-  expire_at_latest(session)
+  expire_no_earlier_than(session, latest)
   local sessions = prefix .. 'user-sessions:' .. username
   redis.call('ZREMRANGEBYSCORE', sessions, '-inf', now)
-  redis.call('ZADD', sessions, refresh_exp, sid)
-  expire_at_latest(sessions)
+  redis.call('ZADD', sessions, latest, sid)
+  expire_no_earlier_than(sessions, latest)
 end
 local function end_session(username, sid)
   local session = prefix .. 'session:' .. sid
