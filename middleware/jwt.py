@@ -40,7 +40,7 @@ def authenticate(token_type: str, *, optional: bool, changes_state: bool) -> dic
     sources = (
         settings.token_lookup if token_type == ACCESS else refresh_sources(settings.token_lookup)
     )
-    found = find_token(request, sources)
+    found = find_token(request._get_current_object(), sources)  # one proxy lookup, not many
     if found is None:
         if optional:
             g.jwt_claims, g.username = None, None

@@ -79,14 +79,19 @@ def parse_token_lookup(spec: str) -> tuple[TokenSource, ...]:
 
 
 def find_token(request: Request, sources: tuple[TokenSource, ...]) -> FoundToken | None:
-    """Return the token from the first source that has one (gin-jwt's rule), else None."""
+    """Return the token from the first source that has one (gin-jwt's rule), else None.
+
+    The query string and cookies are parsed only when the request has them: an anonymous
+    call on the optional route walks every source, and parsing nothing costs nothing.
+    """
+    environ = request.environ
     for kind, name in sources:
         if kind == "header":
             value = _bearer_value(request.headers.get(name))
         elif kind == "query":
-            value = request.args.get(name)
+            value = request.args.get(name) if environ.get("QUERY_STRING") else None
         elif kind == "cookie":
-            value = request.cookies.get(name)
+            value = request.cookies.get(name) if environ.get("HTTP_COOKIE") else None
         else:
             value = request.form.get(name) if request.method == "POST" else None
         if value:
