@@ -27,7 +27,7 @@ bind = [os.environ.get("BIND") or f"127.0.0.1:{_port}"]
 
 # Workers: one per core with a few threads each; threads keep keep-alive connections cheap.
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count())
-worker_class = "gthread"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS") or 4)
 timeout = 30
 graceful_timeout = 30

@@ -7,6 +7,7 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from utils.jwt import TokenPair
 from utils.redis import RedisStore
@@ -147,3 +148,27 @@ def test_concurrent_refreshes_with_one_token_exactly_one_wins(real_redis):
     assert outcomes.count(Rotation.ROTATED) == 1
     # the losers presented a spent token: reuse, so the session (and the winner's pair) ends
     assert outcomes.count(Rotation.REUSED) == 15
+
+
+def test_allowlist_checks_reuse_connections_across_short_lived_threads(redis_server, real_redis):
+    """gevent makes a greenlet per HTTP connection: the check must not open one per caller."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True, max_connections=2)
+    store = RedisStore(client, "test:")
+    pair = make_pair()
+    store.record_tokens(pair)
+    for _ in range(30):  # one short-lived thread after another, like greenlets
+        thread = threading.Thread(target=lambda: store.is_token_active(pair.access_jti))
+        thread.start()
+        thread.join(timeout=10)
+    assert store.is_token_active(pair.access_jti)
+    ours = [c for c in real_redis.client_list() if c["cmd"] == "exists"]
+    assert 1 <= len(ours) <= 2
+
+
+def test_allowlist_check_survives_a_dropped_connection(redis_server, real_redis):
+    store = RedisStore(redis.Redis.from_url(redis_server.url, decode_responses=True), "test:")
+    pair = make_pair()
+    store.record_tokens(pair)
+    assert store.is_token_active(pair.access_jti)
+    real_redis.client_kill_filter(_type="normal", skipme=True)  # Redis drops every other client
+    assert store.is_token_active(pair.access_jti)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import enum
 import os
-import threading
 import time
 from dataclasses import dataclass
 
@@ -146,7 +145,8 @@ class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
-        self._local = threading.local()
+        self._idle: list[redis.connection.AbstractConnection] = []
+        self._pid = os.getpid()
         self._issue = client.register_script(_ISSUE)
         self._rotate = client.register_script(_ROTATE)
         self._end_session = client.register_script(_END_SESSION)
@@ -175,32 +175,39 @@ class RedisStore:
     def is_token_active(self, jti: str) -> bool:
         """The allowlist check, paid on every authenticated request: one EXISTS.
 
-        It skips redis-py's per-command machinery (pool checkout, retry wrapper, response
-        callbacks), which costs more CPU than the command itself: each thread keeps one
-        connection of its own, reconnecting once if Redis dropped it.
+        It skips redis-py's per-command machinery (pool bookkeeping, retry wrapper, response
+        callbacks), which costs more CPU than the command itself, and keeps its own small
+        stack of idle connections (one per concurrent request at most, threads or greenlets
+        alike). If Redis dropped a connection, the check is tried once more on a new one.
         """
         key = self.prefix + "token:" + jti
         try:
-            return self._exists_on_thread_connection(key)
+            return self._exists(key, self._checkout())
         except (redis.ConnectionError, redis.TimeoutError):
-            return self._exists_on_thread_connection(key)  # one retry on a fresh connection
+            return self._exists(key, self._new_connection())
 
-    def _exists_on_thread_connection(self, key: str) -> bool:
-        connection = self._thread_connection()
+    def _exists(self, key: str, connection: redis.connection.AbstractConnection) -> bool:
         try:
             connection.send_command("EXISTS", key)
-            return bool(connection.read_response())
-        except (redis.ConnectionError, redis.TimeoutError):
-            connection.disconnect()  # the next use reconnects
+            found = bool(connection.read_response())
+        except BaseException:
+            connection.disconnect()  # its state is unknown: never reuse it
             raise
+        self._idle.append(connection)
+        return found
 
-    def _thread_connection(self) -> redis.connection.AbstractConnection:
-        """This thread's own connection, made after fork (a child never reuses the parent's)."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.connection = self.client.connection_pool.make_connection()
-            local.pid = os.getpid()
-        return local.connection
+    def _checkout(self) -> redis.connection.AbstractConnection:
+        """An idle connection of this process (a forked child never uses its parent's)."""
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._new_connection()
+
+    def _new_connection(self) -> redis.connection.AbstractConnection:
+        pool = self.client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
 
     def rotate_refresh_token(self, old_jti: str, old_exp: int, new_pair: TokenPair) -> Rotation:
         """Spend ``old_jti`` and record ``new_pair``; on reuse, end the whole session instead."""
