@@ -225,20 +225,17 @@ def first_docker_up(secret_env: bool = False) -> list[list[str]]:
 # --------------------------------------------------------------------------------- build.sh
 
 
+BUILD_CALLS = [
+    ["info"],
+    ["build", "-t", "flask-jwt-redis:latest", "."],
+    ["image", "prune", "-f", "--filter", "label=org.opencontainers.image.title=flask-jwt-redis"],
+]
+
+
 def test_build_runs_the_tutorial_build_then_prunes(repo, docker):
     result = run_script(repo, docker, "build.sh")
     assert result.returncode == 0, result.stderr
-    assert docker.calls() == [
-        ["info"],
-        ["build", "-t", "flask-jwt-redis:latest", "."],
-        [
-            "image",
-            "prune",
-            "-f",
-            "--filter",
-            "label=org.opencontainers.image.title=flask-jwt-redis",
-        ],
-    ]
+    assert docker.calls() == BUILD_CALLS
 
 
 def test_build_fails_early_and_clearly_without_an_engine(repo, docker):
@@ -330,17 +327,7 @@ def test_run_docker_without_the_image_builds_it_first(repo, docker):
     assert "./build.sh" in result.stderr
     calls = docker.calls()
     assert calls[:2] == [["info"], ["image", "inspect", "flask-jwt-redis:latest"]]
-    assert calls[2:5] == [
-        ["info"],
-        ["build", "-t", "flask-jwt-redis:latest", "."],
-        [
-            "image",
-            "prune",
-            "-f",
-            "--filter",
-            "label=org.opencontainers.image.title=flask-jwt-redis",
-        ],
-    ]
+    assert calls[2:5] == BUILD_CALLS
     assert calls[-2:] == [REDIS_RUN, APP_RUN]
 
 

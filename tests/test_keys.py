@@ -7,8 +7,6 @@ import hashlib
 import hmac
 import json
 import stat
-import time
-import uuid
 
 import jwt
 import pytest
@@ -20,6 +18,7 @@ from initialize import create_app
 from initialize.config import ConfigError
 from initialize.config import load_settings
 from tests.conftest import AuthActions
+from tests.test_jwt import valid_claims
 from utils.keys import generate_private_key_pem
 from utils.keys import public_key_pem
 from utils.keys import thumbprint
@@ -167,20 +166,8 @@ def test_asymmetric_needs_no_secret_even_in_production(tmp_path):
 def test_hmac_token_of_the_right_shape_is_refused_under_rs256(redis_client, tmp_path):
     private, _ = write_key_pair(tmp_path, "RS256")
     client = asymmetric_app(redis_client, "RS256", private).test_client()
-    now = int(time.time())
-    jti = str(uuid.uuid4())
-    claims = {
-        "username": "kesa",
-        "sub": "kesa",
-        "type": "access",
-        "jti": jti,
-        "sid": "s",
-        "csrf": "c",
-        "iss": "jwt-demo",
-        "iat": now,
-        "exp": now + 60,
-    }
-    redis_client.set(f"jwt:token:{jti}", "kesa", ex=60)
+    claims = valid_claims()
+    redis_client.set(f"jwt:token:{claims['jti']}", "kesa", ex=60)
     token = jwt.encode(claims, "x" * 64, algorithm="HS256")
     assert client.get("/user/welcome", headers=BEARER(token)).status_code == 401
 
