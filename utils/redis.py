@@ -100,7 +100,7 @@ return #sids
 """
 )
 
-# ARGV: prefix, counter key, lock seconds, user key
+# ARGV: prefix, counter key, lock seconds, user key (both keys without the prefix)
 #   -> {attempts in this window, seconds left, stored password hash or false}
 _BEGIN_LOGIN = """
 local key = ARGV[1] .. ARGV[2]
@@ -113,9 +113,9 @@ end
 return {attempts, ttl, redis.call('HGET', ARGV[1] .. ARGV[4], 'password')}
 """
 
-# ARGV: prefix, username, password hash, created -> 1 created, 0 taken
+# ARGV: prefix, user key (without the prefix), password hash, created -> 1 created, 0 taken
 _CREATE_USER = """
-local key = ARGV[1] .. 'user:' .. ARGV[2]
+local key = ARGV[1] .. ARGV[2]
 if redis.call('EXISTS', key) == 1 then return 0 end
 redis.call('HSET', key, 'password', ARGV[3], 'created', ARGV[4])
 return 1
@@ -225,19 +225,21 @@ class RedisStore:
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
         """Count this attempt and fetch the password hash: one script, one round trip."""
         attempts, retry_after, password_hash = self._begin_login(
-            args=[self.prefix, _attempts_key(username, address), lock_seconds, "user:" + username]
+            args=[self.prefix, _attempts_key(username, address), lock_seconds, _user_key(username)]
         )
         return LoginAttempt(int(attempts), int(retry_after), password_hash or None)
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account; False if the username is taken."""
         return bool(
-            self._create_user(args=[self.prefix, username, password_hash, int(time.time())])
+            self._create_user(
+                args=[self.prefix, _user_key(username), password_hash, int(time.time())]
+            )
         )
 
     def user_exists(self, username: str) -> bool:
         """Whether an account exists (used to seed demo users without re-hashing)."""
-        return bool(self.client.exists(self.prefix + "user:" + username))
+        return bool(self.client.exists(self.prefix + _user_key(username)))
 
     def ping(self) -> bool:
         """True when Redis answers; raises redis.RedisError when it does not."""
@@ -246,3 +248,7 @@ class RedisStore:
 
 def _attempts_key(username: str, address: str) -> str:
     return f"login-failures:{username}:{address}"
+
+
+def _user_key(username: str) -> str:
+    return f"user:{username}"
