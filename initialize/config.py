@@ -54,7 +54,6 @@ class Settings:
     """Everything the service reads from its environment, typed and validated."""
 
     app_env: str
-    jwt_algorithm: str
     keys: KeySet
     jwt_issuer: str
     jwt_audience: str | None
@@ -70,6 +69,11 @@ class Settings:
     cors_origins: tuple[str, ...]
     trusted_proxies: frozenset[str]
     max_content_length: int
+
+    @property
+    def jwt_algorithm(self) -> str:
+        """The one algorithm tokens are signed and verified with (the key set's)."""
+        return self.keys.algorithm
 
     @property
     def is_development(self) -> bool:
@@ -90,7 +94,6 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     default_demo_users = DEVELOPMENT_DEMO_USERS if app_env == "development" else ""
     return Settings(
         app_env=app_env,
-        jwt_algorithm=algorithm,
         keys=keys,
         jwt_issuer=_text(environ, "JWT_ISSUER", "jwt-demo"),
         jwt_audience=environ.get("JWT_AUDIENCE") or None,
