@@ -152,7 +152,9 @@ def test_concurrent_refreshes_with_one_token_exactly_one_wins(real_redis):
 
 def test_allowlist_checks_reuse_connections_across_short_lived_threads(redis_server, real_redis):
     """gevent makes a greenlet per HTTP connection: the check must not open one per caller."""
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True, max_connections=2)
+    client = redis.Redis.from_url(
+        redis_server.url, decode_responses=True, max_connections=2, client_name="reuse-check"
+    )
     store = RedisStore(client, "test:")
     pair = make_pair()
     store.record_tokens(pair)
@@ -161,7 +163,7 @@ def test_allowlist_checks_reuse_connections_across_short_lived_threads(redis_ser
         thread.start()
         thread.join(timeout=10)
     assert store.is_token_active(pair.access_jti)
-    ours = [c for c in real_redis.client_list() if c["cmd"] == "exists"]
+    ours = [c for c in real_redis.client_list() if c["name"] == "reuse-check"]
     assert 1 <= len(ours) <= 2
 
 
@@ -172,3 +174,29 @@ def test_allowlist_check_survives_a_dropped_connection(redis_server, real_redis)
     assert store.is_token_active(pair.access_jti)
     real_redis.client_kill_filter(_type="normal", skipme=True)  # Redis drops every other client
     assert store.is_token_active(pair.access_jti)
+
+
+def test_scripts_survive_a_dropped_connection(redis_server, real_redis):
+    store = RedisStore(redis.Redis.from_url(redis_server.url, decode_responses=True), "test:")
+    first = make_pair()
+    store.record_tokens(first)
+    real_redis.client_kill_filter(_type="normal", skipme=True)
+    second = make_pair(session_id=first.session_id)
+    assert store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, second) is (
+        Rotation.ROTATED
+    )
+    assert store.is_token_active(second.refresh_jti)
+
+
+def test_scripts_are_reloaded_when_redis_forgets_them(redis_server, real_redis):
+    """A Redis restart or SCRIPT FLUSH empties the script cache; EVALSHA then says NOSCRIPT."""
+    store = RedisStore(redis.Redis.from_url(redis_server.url, decode_responses=True), "test:")
+    first = make_pair()
+    store.record_tokens(first)
+    real_redis.script_flush()
+    second = make_pair(session_id=first.session_id)
+    assert store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, second) is (
+        Rotation.ROTATED
+    )
+    assert store.end_session("kesa", first.session_id) == 3  # the NOSCRIPT reply left it in sync
+    assert not store.is_token_active(second.access_jti)

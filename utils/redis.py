@@ -15,13 +15,29 @@ Every multi-key change is one Lua script, so it is atomic and costs one round tr
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
+from typing import NamedTuple
 
 import redis
 
 from utils.jwt import TokenPair
+
+
+class Script(NamedTuple):
+    """A Lua script and the SHA1 digest EVALSHA names it by."""
+
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        digest = hashlib.sha1(source.encode(), usedforsecurity=False)  # Redis's script name
+        return cls(source, digest.hexdigest())
+
 
 _LUA_HELPERS = """
 local prefix = ARGV[1]
@@ -52,7 +68,7 @@ end
 """
 
 # ARGV: prefix, username, sid, now, access jti, access exp, refresh jti, refresh exp, reset key
-_ISSUE = (
+_ISSUE = Script.of(
     _LUA_HELPERS
     + """
 record_pair(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
@@ -62,7 +78,7 @@ return 1
 )
 
 # ARGV: as _ISSUE's first eight, then the presented refresh token's jti and exp.
-_ROTATE = (
+_ROTATE = Script.of(
     _LUA_HELPERS
     + """
 local old_jti, old_exp = ARGV[9], ARGV[10]
@@ -81,7 +97,7 @@ return 0
 )
 
 # ARGV: prefix, username, sid
-_END_SESSION = (
+_END_SESSION = Script.of(
     _LUA_HELPERS
     + """
 return end_session(ARGV[2], ARGV[3])
@@ -89,7 +105,7 @@ return end_session(ARGV[2], ARGV[3])
 )
 
 # ARGV: prefix, username
-_END_ALL_SESSIONS = (
+_END_ALL_SESSIONS = Script.of(
     _LUA_HELPERS
     + """
 local sessions = prefix .. 'user-sessions:' .. ARGV[2]
@@ -102,7 +118,8 @@ return #sids
 
 # ARGV: prefix, counter key, lock seconds, user key (both keys without the prefix)
 #   -> {attempts in this window, seconds left, stored password hash or false}
-_BEGIN_LOGIN = """
+_BEGIN_LOGIN = Script.of(
+    """
 local key = ARGV[1] .. ARGV[2]
 local attempts = redis.call('INCR', key)
 local ttl = redis.call('TTL', key)
@@ -112,14 +129,17 @@ if ttl < 0 then
 end
 return {attempts, ttl, redis.call('HGET', ARGV[1] .. ARGV[4], 'password')}
 """
+)
 
 # ARGV: prefix, user key (without the prefix), password hash, created -> 1 created, 0 taken
-_CREATE_USER = """
+_CREATE_USER = Script.of(
+    """
 local key = ARGV[1] .. ARGV[2]
 if redis.call('EXISTS', key) == 1 then return 0 end
 redis.call('HSET', key, 'password', ARGV[3], 'created', ARGV[4])
 return 1
 """
+)
 
 
 class Rotation(enum.Enum):
@@ -140,19 +160,19 @@ class LoginAttempt:
 
 
 class RedisStore:
-    """All of the service's Redis reads and writes, bound to one client and key prefix."""
+    """All of the service's Redis reads and writes, bound to one client and key prefix.
+
+    The hot commands (the allowlist check and every script) skip redis-py's per-command
+    machinery (pool bookkeeping, retry wrapper, observability hooks, response callbacks),
+    which costs more CPU than a small command itself: they run on bare connections from a
+    small stack of idle ones, one per concurrent request at most (threads or greenlets alike).
+    """
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self._idle: list[redis.connection.AbstractConnection] = []
         self._pid = os.getpid()
-        self._issue = client.register_script(_ISSUE)
-        self._rotate = client.register_script(_ROTATE)
-        self._end_session = client.register_script(_END_SESSION)
-        self._end_all_sessions = client.register_script(_END_ALL_SESSIONS)
-        self._begin_login = client.register_script(_BEGIN_LOGIN)
-        self._create_user = client.register_script(_CREATE_USER)
 
     def _pair_args(self, pair: TokenPair) -> list[str | int]:
         return [
@@ -170,70 +190,40 @@ class RedisStore:
         """Allowlist a new pair in its session; with ``client_address``, as a login's write,
         also clear that user's failure counter for the address (a success resets it)."""
         reset_key = _attempts_key(pair.username, client_address) if client_address else ""
-        self._issue(args=[*self._pair_args(pair), reset_key])
+        self._run(_ISSUE, *self._pair_args(pair), reset_key)
 
     def is_token_active(self, jti: str) -> bool:
-        """The allowlist check, paid on every authenticated request: one EXISTS.
-
-        It skips redis-py's per-command machinery (pool bookkeeping, retry wrapper, response
-        callbacks), which costs more CPU than the command itself, and keeps its own small
-        stack of idle connections (one per concurrent request at most, threads or greenlets
-        alike). If Redis dropped a connection, the check is tried once more on a new one.
-        """
-        key = self.prefix + "token:" + jti
-        try:
-            return self._exists(key, self._checkout())
-        except (redis.ConnectionError, redis.TimeoutError):
-            return self._exists(key, self._new_connection())
-
-    def _exists(self, key: str, connection: redis.connection.AbstractConnection) -> bool:
-        try:
-            connection.send_command("EXISTS", key)
-            found = bool(connection.read_response())
-        except BaseException:
-            connection.disconnect()  # its state is unknown: never reuse it
-            raise
-        self._idle.append(connection)
-        return found
-
-    def _checkout(self) -> redis.connection.AbstractConnection:
-        """An idle connection of this process (a forked child never uses its parent's)."""
-        if self._pid != os.getpid():
-            self._idle, self._pid = [], os.getpid()
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return self._new_connection()
-
-    def _new_connection(self) -> redis.connection.AbstractConnection:
-        pool = self.client.connection_pool
-        return pool.connection_class(**pool.connection_kwargs)
+        """The allowlist check, paid on every authenticated request: one EXISTS."""
+        return bool(self._execute("EXISTS", self.prefix + "token:" + jti))
 
     def rotate_refresh_token(self, old_jti: str, old_exp: int, new_pair: TokenPair) -> Rotation:
         """Spend ``old_jti`` and record ``new_pair``; on reuse, end the whole session instead."""
-        result = self._rotate(args=[*self._pair_args(new_pair), old_jti, old_exp])
-        return Rotation(int(result))
+        return Rotation(int(self._run(_ROTATE, *self._pair_args(new_pair), old_jti, old_exp)))
 
     def end_session(self, username: str, session_id: str) -> int:
         """Revoke every token of one session; returns how many records were in it."""
-        return int(self._end_session(args=[self.prefix, username, session_id]))
+        return int(self._run(_END_SESSION, self.prefix, username, session_id))
 
     def end_all_sessions(self, username: str) -> int:
         """Revoke every token of every session of ``username``; returns the session count."""
-        return int(self._end_all_sessions(args=[self.prefix, username]))
+        return int(self._run(_END_ALL_SESSIONS, self.prefix, username))
 
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
         """Count this attempt and fetch the password hash: one script, one round trip."""
-        attempts, retry_after, password_hash = self._begin_login(
-            args=[self.prefix, _attempts_key(username, address), lock_seconds, _user_key(username)]
+        attempts, retry_after, password_hash = self._run(
+            _BEGIN_LOGIN,
+            self.prefix,
+            _attempts_key(username, address),
+            lock_seconds,
+            _user_key(username),
         )
         return LoginAttempt(int(attempts), int(retry_after), password_hash or None)
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account; False if the username is taken."""
         return bool(
-            self._create_user(
-                args=[self.prefix, _user_key(username), password_hash, int(time.time())]
+            self._run(
+                _CREATE_USER, self.prefix, _user_key(username), password_hash, int(time.time())
             )
         )
 
@@ -244,6 +234,60 @@ class RedisStore:
     def ping(self) -> bool:
         """True when Redis answers; raises redis.RedisError when it does not."""
         return bool(self.client.ping())
+
+    def _run(self, script: Script, *args: str | int) -> Any:
+        """EVALSHA, loading the script first if this Redis does not know it (yet, or any more:
+        a restart or SCRIPT FLUSH forgets scripts)."""
+        try:
+            return self._execute("EVALSHA", script.sha, 0, *args)
+        except redis.exceptions.NoScriptError:
+            self._execute("SCRIPT", "LOAD", script.source)
+            return self._execute("EVALSHA", script.sha, 0, *args)
+
+    def _execute(self, *args: str | int) -> Any:
+        """One command, one round trip, on an idle connection of this process.
+
+        An idle connection may have been dropped by Redis (restart, timeout, CLIENT KILL)
+        while it waited: then the command is sent once more on a new connection, as redis-py's
+        own retry would. A timeout is not retried: it means Redis is slow or gone, and the
+        caller answers 503 at once.
+        """
+        connection = self._checkout()
+        if connection is None:
+            return self._send(self._new_connection(), args)
+        try:
+            return self._send(connection, args)
+        except redis.ConnectionError:
+            return self._send(self._new_connection(), args)
+
+    def _send(
+        self, connection: redis.connection.AbstractConnection, args: tuple[str | int, ...]
+    ) -> Any:
+        try:
+            connection.send_command(*args)
+            reply = connection.read_response()
+        except redis.ResponseError:
+            self._idle.append(connection)  # an error reply leaves the connection in sync
+            raise
+        except BaseException:
+            connection.disconnect()  # its state is unknown: never reuse it
+            raise
+        self._idle.append(connection)
+        return reply
+
+    def _checkout(self) -> redis.connection.AbstractConnection | None:
+        """An idle connection of this process, if any (a forked child never uses its
+        parent's)."""
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return None
+
+    def _new_connection(self) -> redis.connection.AbstractConnection:
+        pool = self.client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
 
 
 def _attempts_key(username: str, address: str) -> str:
