@@ -40,8 +40,12 @@ def init_jwt(app: Flask, settings: Settings) -> None:
         JWT_ENCODE_AUDIENCE=settings.jwt_audience,
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=settings.access_token_ttl),
         JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=settings.refresh_token_ttl),
-        # We find tokens ourselves (TOKEN_LOOKUP) and mint our own csrf claim.
+        # We find tokens ourselves (TOKEN_LOOKUP) and mint our own csrf claim, so its CSRF
+        # value (a uuid4 per token, then overwritten by ours) is not wanted.
         JWT_TOKEN_LOCATION=["headers"],
+        JWT_COOKIE_CSRF_PROTECT=False,
+        # nbf would always equal iat; without it tokens are shorter to send and to check.
+        JWT_ENCODE_NBF=False,
     )
     jwt_manager.init_app(app)
     install_prepared_hmac()

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from global_state import EXTENSION_KEY
 from tests.conftest import AuthActions
 from utils.jwt import VerifiedTokenCache
 
@@ -41,6 +42,18 @@ def test_a_cached_token_skips_the_signature_check(client, auth, app, monkeypatch
 
     monkeypatch.setattr("utils.jwt.TokenVerifier._verify_signature_and_claims", must_not_verify)
     assert client.get("/user/welcome", headers=BEARER(token)).status_code == 200
+
+
+def test_only_access_tokens_are_cached(client, auth, app):
+    """A refresh token is presented once; caching it would only push access tokens out."""
+    tokens = auth.login()
+    assert client.get("/public/refresh", headers=BEARER(tokens["refreshToken"])).status_code == 200
+    assert client.get("/user/welcome", headers=BEARER(tokens["accessToken"])).status_code == 200
+    cache, now = app.extensions[EXTENSION_KEY].verifier.cache, time.time()
+    assert cache.get(tokens["refreshToken"], now) is None
+    assert cache.get(tokens["accessToken"], now) is not None
+    # a spent refresh token presented again is verified again, then refused as reused
+    assert client.get("/public/refresh", headers=BEARER(tokens["refreshToken"])).status_code == 401
 
 
 def test_a_cached_token_is_still_checked_against_redis_and_type(client, auth):

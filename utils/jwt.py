@@ -162,7 +162,7 @@ def issue_token_pair(
 
 
 class VerifiedTokenCache:
-    """A bounded per-worker memo of token strings whose signature and claims were verified.
+    """A bounded per-worker memo of access tokens whose signature and claims were verified.
 
     A token string is immutable, so its signature, algorithm, ``iss`` and ``aud`` need checking
     once; only the clock-bound claims (``exp``, ``nbf``) are checked again on every use. The
@@ -216,7 +216,8 @@ class TokenVerifier:
         claims = self.cache.get(token, time.time())
         if claims is None:
             claims = self._verify_signature_and_claims(token)
-            self.cache.put(token, claims)
+            if claims["type"] == ACCESS:  # a refresh token is spent once: caching it would
+                self.cache.put(token, claims)  # only push access tokens out
         if claims["type"] != expected_type:
             raise Unauthorized(f"An {expected_type} token is required.", invalid_token=True)
         return claims
