@@ -68,3 +68,23 @@ def test_refresh_is_one_atomic_round_trip(counted):
 def test_logout_verifies_then_revokes(counted):
     round_trips, tokens = counted
     assert round_trips("POST", "/user/logout", headers=BEARER(tokens["accessToken"])) == 2
+
+
+def test_requests_reuse_connections(redis_server, real_redis):
+    """No new Redis connection per request: the hot paths keep their connections open."""
+    client = create_app(
+        DEV_ENV, redis_client=redis.Redis.from_url(redis_server.url, decode_responses=True)
+    ).test_client()
+    tokens = AuthActions(client).login()
+
+    def connections_opened() -> int:
+        return int(real_redis.info("stats")["total_connections_received"])
+
+    before = connections_opened()
+    for _ in range(20):
+        assert client.get("/user/welcome", headers=BEARER(tokens["accessToken"])).status_code == 200
+        tokens = client.get("/public/refresh", headers=BEARER(tokens["refreshToken"])).get_json()
+        assert "accessToken" in tokens
+    tokens = AuthActions(client).login()
+    assert client.post("/user/logout", headers=BEARER(tokens["accessToken"])).status_code == 200
+    assert connections_opened() == before
