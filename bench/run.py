@@ -87,7 +87,7 @@ class Route:
 
     key: str
     label: str
-    server: str  # "app" or "bare"
+    server: str  # "app", "bare" or "floor"
     method: str
     path: str
     auth: str | None = None  # None, "access" (one token for the run) or "refresh" (a chain)
@@ -96,6 +96,7 @@ class Route:
 
 BARE = Route("bare", "bare ping (ceiling)", "bare", "GET", "/public/ping")
 ROUTES = (
+    Route("floor", "floor: bare + one EXISTS", "floor", "GET", "/floor/exists"),
     Route("ping", "ping", "app", "GET", "/public/ping"),
     Route("welcome", "welcome (token)", "app", "GET", "/user/welcome", auth="access"),
     Route("feed_anon", "feed (anonymous)", "app", "GET", "/public/feed"),
@@ -260,11 +261,18 @@ def server_env(args: argparse.Namespace, redis_port: int, port: int) -> dict[str
     return env
 
 
-def start_gunicorn(name: str, app: str, args: argparse.Namespace, redis: Proc, logdir: Path):
+def start_gunicorn(
+    name: str,
+    app: str,
+    args: argparse.Namespace,
+    redis: Proc,
+    logdir: Path,
+    ready_path: str = "/public/ping",
+):
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", app]
     proc = start(name, command, server_env(args, redis.port, port), port, logdir)
-    wait_for(proc, lambda: fetch(port, "GET", "/public/ping")[0] == 200, "GET /public/ping")
+    wait_for(proc, lambda: fetch(port, "GET", ready_path)[0] == 200, f"GET {ready_path}")
     # every worker must be up before the first measurement
     wait_for(proc, lambda: len(proc.tree()) >= args.workers + 1, f"{args.workers} workers")
     return proc
@@ -304,7 +312,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def check_routes(app_port: int, bare_port: int) -> None:
+def check_routes(app_port: int, bare_port: int, floor_port: int) -> None:
     """Fail fast if a route does not answer as the benchmark assumes."""
 
     def expect(what: str, got: tuple[int, bytes], status: int, needle: bytes) -> None:
@@ -312,6 +320,7 @@ def check_routes(app_port: int, bare_port: int) -> None:
             raise BenchError(f"{what}: expected {status} with {needle!r}, got {got}")
 
     expect("bare ping", fetch(bare_port, "GET", "/public/ping"), 200, b"pong")
+    expect("floor", fetch(floor_port, "GET", "/floor/exists"), 200, b"exists: 0")
     expect("ping", fetch(app_port, "GET", "/public/ping"), 200, b"pong")
     tokens = login(app_port)
     access = bearer(tokens["accessToken"])
@@ -447,13 +456,17 @@ class Bench:
     redis: Proc
     app: Proc
     bare: Proc
+    floor: Proc | None
     workdir: Path
     access: str = ""
     rounds: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     def server(self, route: Route) -> Proc:
-        return self.app if route.server == "app" else self.bare
+        return {"app": self.app, "bare": self.bare, "floor": self.floor}[route.server]
+
+    def servers(self) -> list[Proc]:
+        return [proc for proc in (self.app, self.bare, self.floor) if proc is not None]
 
     def token_file(self, count: int) -> Path:
         path = self.workdir / "refresh-tokens.txt"
@@ -484,7 +497,7 @@ class Bench:
         tokens = self.token_file(self.seeds()) if route.auth == "refresh" else None
         tree, redis = server.tree(), [self.redis.popen.pid]
         pids = tree + redis
-        everything = self.app.tree() + self.bare.tree() + redis
+        everything = [pid for proc in self.servers() for pid in proc.tree()] + redis
         quiesce(everything)
         stats_before = redis_info(self.redis.port, "stats")
         before = (total_cpu(tree), total_cpu(redis), total_cpu(pids, tick_seconds))
@@ -1030,7 +1043,13 @@ def services(args: argparse.Namespace) -> Iterator[Bench]:
         started.append(app)
         bare = start_gunicorn("bare-flask", "bench.bare_app:app", args, redis, workdir)
         started.append(bare)
-        bench = Bench(args, redis, app, bare, workdir)
+        floor = None
+        if not args.calibrate:
+            floor = start_gunicorn(
+                "floor", "bench.floor_app:app", args, redis, workdir, ready_path="/floor/exists"
+            )
+            started.append(floor)
+        bench = Bench(args, redis, app, bare, floor, workdir)
         yield bench
         for proc in started:
             if not proc.alive():
@@ -1097,7 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"bench: {meta['git']}, {args.rounds} rounds, {args.workers} workers per server")
     truncated = False
     with services(args) as bench:
-        check_routes(bench.app.port, bench.bare.port)
+        check_routes(bench.app.port, bench.bare.port, bench.floor.port)
         log("bench: warming up")
         bench.warm_up()
         longest = 0.0
