@@ -249,8 +249,9 @@ class RedisStore:
 
         An idle connection may have been dropped by Redis (restart, timeout, CLIENT KILL)
         while it waited: then the command is sent once more on a new connection, as redis-py's
-        own retry would. A timeout is not retried: it means Redis is slow or gone, and the
-        caller answers 503 at once.
+        own retry would. Should a script have run before its connection broke, the second
+        attempt sees its effects: a rotation then reports reuse and ends the session, the safe
+        side. A timeout is not retried: Redis is slow or gone, and the caller answers 503 now.
         """
         connection = self._checkout()
         if connection is None:
