@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -126,6 +127,33 @@ def test_revocation_is_seen_by_every_worker_at_once(served):
     assert served.request("/user/logout", headers=bearer)[0] == 200
     # fresh connections spread over both workers; none may still accept the token
     assert [served.request("/user/welcome", headers=bearer)[0] for _ in range(20)] == [401] * 20
+
+
+def test_keep_alive_serves_a_whole_session_on_one_connection(served):
+    """gthread keeps HTTP/1.1 connections open, errors and form posts included."""
+    connection = http.client.HTTPConnection(served.base.removeprefix("http://"), timeout=10)
+
+    def exchange(method: str, path: str, body: str | None = None, **headers: str):
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+        assert response.getheader("Connection", "").lower() != "close", (path, payload)
+        return response.status, payload
+
+    try:
+        assert exchange("GET", "/public/ping") == (200, b"pong")
+        first_socket = connection.sock
+        status, body = exchange("POST", "/public/login", "username=kesa&password=123")
+        assert status == 200
+        bearer = f"Bearer {json.loads(body)['accessToken']}"
+        assert exchange("GET", "/user/welcome", Authorization=bearer) == (200, b"Welcome ! kesa")
+        assert exchange("GET", "/user/welcome", Authorization="Bearer nope")[0] == 401
+        assert exchange("GET", "/public/feed", Authorization=bearer)[0] == 200
+        assert connection.sock is first_socket  # never reconnected
+    finally:
+        connection.close()
 
 
 def test_tokens_never_reach_the_log(served):
