@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from initialize.config import ConfigError
 from initialize.config import load_settings
 from initialize.gunicorn_hooks import install_json_errors
+from utils.net import DEFAULT_TRUSTED_PROXIES
 
 try:
     load_settings(os.environ)
@@ -34,7 +35,7 @@ graceful_timeout = 30
 keepalive = 5
 
 # Proxies whose X-Forwarded-For is believed (the app reads the same variable).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or DEFAULT_TRUSTED_PROXIES
 
 # No gunicornc control socket: its default path is shared by every instance of the user, and
 # signals (HUP reload, TERM stop) are the interface here, as with endless.
