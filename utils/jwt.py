@@ -225,7 +225,7 @@ class TokenVerifier:
     def _verify_signature_and_claims(self, token: str) -> dict[str, Any]:
         try:
             key = self._keys.verification_key(
-                jwt.get_unverified_header(token) if self._keys.is_asymmetric else {}
+                self._decoder.unverified_header(token) if self._keys.is_asymmetric else {}
             )
             claims = self._decoder.decode(
                 token,
@@ -319,6 +319,10 @@ class _Decoder(jwt.PyJWT):
         super().__init__()
         self._jws = _SegmentCheckingJWS(options=self._jws.options)
         install_prepared_hmac(self._jws)
+
+    def unverified_header(self, token: str) -> dict[str, Any]:
+        """The header, through the same segment check (only to pick the key by ``kid``)."""
+        return self._jws.get_unverified_header(token)
 
 
 HMAC_HASHES = {
