@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from dataclasses import field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,9 @@ class KeySet:
             raise jwt.InvalidKeyError("unknown kid")
         return self.verification_keys[kid]
 
+    @cached_property
     def jwks(self) -> dict[str, list[dict[str, str]]]:
-        """RFC 7517 key set of every public key that may verify a live token."""
+        """RFC 7517 key set of every public key that may verify a live token (built once)."""
         return {
             "keys": [
                 {**public_jwk(key, self.algorithm), "kid": kid, "use": "sig", "alg": self.algorithm}

@@ -26,6 +26,6 @@ def jwks() -> Response:
     keys = get_settings().keys
     if not keys.is_asymmetric:
         raise NotFound("No public keys: tokens are signed with a shared secret (HMAC).")
-    response = jsonify(keys.jwks())
+    response = jsonify(keys.jwks)
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
