@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 from typing import NamedTuple
 
@@ -120,8 +119,9 @@ def issue_token_pair(
 ) -> TokenPair:
     """Mint an access and a refresh token sharing one session id and one CSRF value.
 
-    ``exp`` is set explicitly from one clock reading so that the Redis records can expire at
-    exactly the same second as the tokens (SPEC: nothing outlives its token).
+    ``exp`` is set explicitly from one clock reading (it overrides flask-jwt-extended's own)
+    so that the Redis records can expire at exactly the same second as the tokens (SPEC:
+    nothing outlives its token).
     """
     now = int(time.time())
     session_id = session_id or str(uuid.uuid4())
@@ -147,14 +147,12 @@ def issue_token_pair(
         access_token=create_access_token(
             username,
             additional_claims=claims(access_jti, access_exp),
-            expires_delta=timedelta(seconds=access_ttl),
         ),
         access_jti=access_jti,
         access_exp=access_exp,
         refresh_token=create_refresh_token(
             username,
             additional_claims=claims(refresh_jti, refresh_exp),
-            expires_delta=timedelta(seconds=refresh_ttl),
         ),
         refresh_jti=refresh_jti,
         refresh_exp=refresh_exp,
