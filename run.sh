@@ -93,7 +93,7 @@ jwt_secret() {
         if [[ ! -s "$file" ]]; then
             mkdir -p "$DATA_DIR"
             (
-                umask 077
+                umask 077 # before the file is created: it is never readable by others
                 if command -v python3 >/dev/null 2>&1; then
                     python3 -c 'import secrets; print(secrets.token_urlsafe(48))'
                 elif command -v openssl >/dev/null 2>&1; then
@@ -102,8 +102,8 @@ jwt_secret() {
                 else
                     head -c 48 /dev/urandom | base64 | tr -d '\n'
                     echo
-                fi
-            ) >"$file.tmp"
+                fi >"$file.tmp"
+            )
             chmod 600 "$file.tmp"
             mv -f "$file.tmp" "$file"
             log "generated a JWT secret into $file (mode 600); it is reused from now on"
@@ -376,7 +376,10 @@ stop_pid() { # pid name: TERM, wait (bounded), then KILL its process group
 }
 
 cleanup() {
-    trap - EXIT INT TERM HUP
+    # A second Ctrl-C while gunicorn drains must not kill this shell before it has stopped
+    # what it started (each stop is bounded by STOP_TIMEOUT, then KILL).
+    trap - EXIT
+    trap '' INT TERM HUP
     stop_pid "$GUNICORN_PID" gunicorn
     GUNICORN_PID=""
     stop_pid "$REDIS_PID" "$REDIS_KIND"
