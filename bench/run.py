@@ -58,13 +58,9 @@ DEMO_USER = "kesa"
 DEMO_PASSWORD = "123"  # noqa: S105 (the development demo user's published password)
 LOGIN_BODY = urllib.parse.urlencode({"username": DEMO_USER, "password": DEMO_PASSWORD})
 
-# Service settings passed through to both gunicorn processes when set in the caller's env.
+# Service settings passed through to every gunicorn process when set in the caller's env
+# (all JWT_* ones, key files included, by prefix).
 PASS_THROUGH = (
-    "JWT_SECRET",
-    "JWT_SECRET_FILE",
-    "JWT_ALGORITHM",
-    "JWT_ISSUER",
-    "JWT_AUDIENCE",
     "ACCESS_TOKEN_TTL",
     "REFRESH_TOKEN_TTL",
     "REDIS_KEY_PREFIX",
@@ -75,7 +71,7 @@ PASS_THROUGH = (
     "FORWARDED_ALLOW_IPS",
     "MAX_CONTENT_LENGTH",
 )
-PASS_THROUGH_PREFIXES = ("GUNICORN_",)
+PASS_THROUGH_PREFIXES = ("GUNICORN_", "JWT_")
 
 TARGETS = {"welcome": 1.6, "feed_token": 1.6, "refresh": 2.5}
 STRETCH = {"welcome": 1.2, "feed_token": 1.2}
@@ -188,6 +184,16 @@ def wait_for(proc: Proc, probe, what: str, timeout: float = 30) -> None:
     raise BenchError(f"{proc.name}: {what} not ready within {timeout:.0f} s:\n{proc.log_tail()}")
 
 
+def ready(proc: Proc, probe, what: str) -> None:
+    """:func:`wait_for`, stopping ``proc`` if it never gets ready: the caller only learns of
+    a process (to stop it later) once it is ready."""
+    try:
+        wait_for(proc, probe, what)
+    except BaseException:
+        stop(proc)
+        raise
+
+
 def redis_command(port: int, *words: str) -> bytes:
     """One command over a raw RESP connection (no client library state in this process)."""
     payload = f"*{len(words)}\r\n".encode()
@@ -239,7 +245,7 @@ def start_redis(workdir: Path, logdir: Path) -> Proc:
         "yes",
     ]
     proc = start("redis-server", command, {"PATH": os.environ.get("PATH", "")}, port, logdir)
-    wait_for(proc, lambda: redis_command(port, "PING") == b"+PONG\r\n", "PING")
+    ready(proc, lambda: redis_command(port, "PING") == b"+PONG\r\n", "PING")
     return proc
 
 
@@ -272,9 +278,9 @@ def start_gunicorn(
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", app]
     proc = start(name, command, server_env(args, redis.port, port), port, logdir)
-    wait_for(proc, lambda: fetch(port, "GET", ready_path)[0] == 200, f"GET {ready_path}")
+    ready(proc, lambda: fetch(port, "GET", ready_path)[0] == 200, f"GET {ready_path}")
     # every worker must be up before the first measurement
-    wait_for(proc, lambda: len(proc.tree()) >= args.workers + 1, f"{args.workers} workers")
+    ready(proc, lambda: len(proc.tree()) >= args.workers + 1, f"{args.workers} workers")
     return proc
 
 
@@ -349,8 +355,7 @@ def cpu_seconds(pid: int) -> float:
     try:
         return time.clock_gettime(_sched_clock_id(pid))
     except OSError:  # not Linux, or a kernel that refuses: fall back to the tick counters
-        times = psutil.Process(pid).cpu_times()
-        return times.user + times.system
+        return tick_seconds(pid)
 
 
 def tick_seconds(pid: int) -> float:
@@ -864,9 +869,9 @@ def chart(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
         bare, color="black", linewidth=1.5, zorder=3, label=f"bare Flask ping: {bare:.0f} µs"
     )
     for factor, style, name in (
-        (1.2, ":", "stretch target (welcome, feed with token)"),
-        (1.6, "--", "target (welcome, feed with token)"),
-        (2.5, "-.", "target (refresh)"),
+        (STRETCH["welcome"], ":", "stretch target (welcome, feed with token)"),
+        (TARGETS["welcome"], "--", "target (welcome, feed with token)"),
+        (TARGETS["refresh"], "-.", "target (refresh)"),
     ):
         axes.axhline(
             bare * factor,
@@ -887,7 +892,7 @@ def chart(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
         )
     axes.legend(loc="upper left", fontsize=8, framealpha=0.9)
     axes.set_ylabel("CPU µs per request (gunicorn tree + redis-server)")
-    axes.set_ylim(0, max(*[row["cpu_us_max"] for row in rows], bare * 2.5) * 1.35)
+    axes.set_ylim(0, max(*[row["cpu_us_max"] for row in rows], bare * TARGETS["refresh"]) * 1.35)
     login = summary["login"]
     axes.set_title(
         f"flask-jwt-redis CPU per request, median of {meta['settings']['rounds']} rounds "
@@ -1107,7 +1112,9 @@ def main(argv: list[str] | None = None) -> int:
             "wrk": f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency",
             "workers": args.workers,
             "extra_env": args.env,
-            "gunicorn_threads": os.environ.get("GUNICORN_THREADS", "(gunicorn.conf.py default)"),
+            "gunicorn_threads": {**os.environ, **args.env}.get(
+                "GUNICORN_THREADS", "(gunicorn.conf.py default)"
+            ),
             "login_requests_per_round": args.login_requests,
             "hashes_per_round": args.hashes,
             "quick": args.quick,
@@ -1170,6 +1177,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM (timeout, CI, kill) unwinds like Ctrl-C, so the servers started in their own
+    # sessions are stopped by services()'s finally instead of outliving the run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sys.exit(main())
     except BenchError as error:
