@@ -25,8 +25,18 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.run import DEMO_PASSWORD  # noqa: E402 (needs ROOT on the path)
+from bench.run import DEMO_USER  # noqa: E402
+from bench.run import LOGIN_BODY  # noqa: E402
+from bench.run import ROUTES as BENCH_ROUTES  # noqa: E402
+from bench.run import start_redis  # noqa: E402
+from bench.run import stop  # noqa: E402
+
 WARM_UP = 50
 ROUTES = ("ping", "welcome", "feed_token", "refresh")
+PATHS = {route.key: route.path for route in BENCH_ROUTES}  # the same requests as bench/run.py
 
 
 def count_instructions(route: str, requests: int) -> int:
@@ -55,9 +65,6 @@ def count_instructions(route: str, requests: int) -> int:
 
 def child(route: str, requests: int) -> None:
     """Serve ``requests`` requests of ``route`` in this process, against a private Redis."""
-    sys.path.insert(0, str(ROOT))
-    from bench.run import start_redis
-    from bench.run import stop
     from initialize import create_app
 
     workdir = Path(tempfile.mkdtemp(prefix="flask-jwt-redis-instructions-"))
@@ -66,7 +73,7 @@ def child(route: str, requests: int) -> None:
         app = create_app(
             {
                 "APP_ENV": "development",
-                "DEMO_USERS": "kesa:123",
+                "DEMO_USERS": f"{DEMO_USER}:{DEMO_PASSWORD}",
                 "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
                 "LOGIN_MAX_FAILURES": "1000000",
             }
@@ -106,18 +113,18 @@ def _requests(app, route: str):
         return answer
 
     form = {"CONTENT_TYPE": "application/x-www-form-urlencoded"}
-    tokens = json.loads(call("/public/login", form, "POST", b"username=kesa&password=123"))
+    tokens = json.loads(call("/public/login", form, "POST", LOGIN_BODY.encode()))
     access = {"HTTP_AUTHORIZATION": f"Bearer {tokens['accessToken']}"}
     chain = [tokens["refreshToken"]]
 
     def refresh() -> None:
-        answer = call("/public/refresh", {"HTTP_AUTHORIZATION": f"Bearer {chain[0]}"})
+        answer = call(PATHS["refresh"], {"HTTP_AUTHORIZATION": f"Bearer {chain[0]}"})
         chain[0] = json.loads(answer)["refreshToken"]  # every request spends a fresh token
 
     return {
-        "ping": lambda: call("/public/ping", {}),
-        "welcome": lambda: call("/user/welcome", access),
-        "feed_token": lambda: call("/public/feed", access),
+        "ping": lambda: call(PATHS["ping"], {}),
+        "welcome": lambda: call(PATHS["welcome"], access),
+        "feed_token": lambda: call(PATHS["feed_token"], access),
         "refresh": refresh,
     }[route]
 
