@@ -25,7 +25,42 @@ from flask.testing import FlaskClient
 from initialize import create_app
 
 DEV_ENV = {"APP_ENV": "development"}
-PROD_SECRET = "p" * 48
+
+# Every variable the app, gunicorn.conf.py and the scripts read: tests that run a script or a
+# server clear them, so settings exported in a developer's shell cannot change the outcome.
+SERVICE_VARIABLES = frozenset(
+    {
+        "ACCESS_TOKEN_TTL",
+        "APP_ENV",
+        "BIND",
+        "COOKIE_MODE",
+        "CORS_ORIGINS",
+        "DATA_DIR",
+        "DEMO_USERS",
+        "FORWARDED_ALLOW_IPS",
+        "GUNICORN_THREADS",
+        "GUNICORN_WORKER_CLASS",
+        "JWT_ALGORITHM",
+        "JWT_AUDIENCE",
+        "JWT_ISSUER",
+        "JWT_PREVIOUS_PUBLIC_KEY_FILES",
+        "JWT_PRIVATE_KEY_FILE",
+        "JWT_SECRET",
+        "JWT_SECRET_FILE",
+        "LOCAL_REDIS",
+        "LOGIN_LOCK_SECONDS",
+        "LOGIN_MAX_FAILURES",
+        "MAX_CONTENT_LENGTH",
+        "PORT",
+        "PYTHON",
+        "REDIS_KEY_PREFIX",
+        "REDIS_URL",
+        "REFRESH_TOKEN_TTL",
+        "STOP_TIMEOUT",
+        "TOKEN_LOOKUP",
+        "WEB_CONCURRENCY",
+    }
+)
 
 
 def free_port() -> int:
@@ -47,13 +82,19 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
-def start_redis_server(directory: Path, *extra: str) -> RedisServer:
-    """Start redis-server on a free loopback port and wait (bounded) until it answers."""
+def redis_server_binary() -> str:
+    """redis-server's path; skips the test without it, fails it under REQUIRE_REAL_REDIS=1."""
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("REQUIRE_REAL_REDIS") == "1":
             pytest.fail("REQUIRE_REAL_REDIS=1 but redis-server is not installed")
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    return binary
+
+
+def start_redis_server(directory: Path) -> RedisServer:
+    """Start redis-server on a free loopback port and wait (bounded) until it answers."""
+    binary = redis_server_binary()
     port = free_port()
     process = subprocess.Popen(
         [
@@ -68,7 +109,6 @@ def start_redis_server(directory: Path, *extra: str) -> RedisServer:
             "",
             "--appendonly",
             "no",
-            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SERVICE_VARIABLES
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = ("run.sh", "build.sh")
 COPIED = ("run.sh", "build.sh", "Dockerfile", "requirements.txt", "redis-local.conf")
@@ -90,17 +92,9 @@ if os.environ.get("FAKE_DOCKER_ENGINE_DOWN") == "1":
     sys.stderr.write("Cannot connect to the Docker daemon\n")
     sys.exit(1)
 
-kinds = {"network": "network", "volume": "volume", "container": "container", "image": "image"}
-if args[0] in kinds and len(args) >= 3 and args[1] == "inspect":
+if args[0] in ("network", "volume", "container", "image") and args[1:2] == ["inspect"]:
     for name in args[2:]:
-        if "%s:%s" % (kinds[args[0]], name) not in state:
-            no_such(name)
-    print("[{}]")
-    sys.exit(0)
-if args[0] == "inspect":
-    names = [a for a in args[1:] if not a.startswith("-")]
-    for name in names:
-        if not any(item.split(":", 1)[1] == name for item in state):
+        if "%s:%s" % (args[0], name) not in state:
             no_such(name)
     print("[{}]")
     sys.exit(0)
@@ -131,7 +125,6 @@ sys.exit(3)
 
 class FakeDocker:
     def __init__(self, root: Path) -> None:
-        self.root = root
         self.bin = root / "bin"
         self.dir = root / "docker-state"
         self.bin.mkdir(parents=True)
@@ -186,11 +179,7 @@ def docker(tmp_path: Path) -> FakeDocker:
 
 
 def run_script(repo: Path, docker: FakeDocker, *args: str, env: dict | None = None, timeout=60):
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"JWT_SECRET", "REDIS_URL", "DATA_DIR", "LOCAL_REDIS", "DEMO_USERS", "APP_ENV"}
-    }
+    environ = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     environ["PATH"] = f"{docker.bin}{os.pathsep}{environ.get('PATH', '')}"
     environ["FAKE_DOCKER_DIR"] = str(docker.dir)
     if docker.engine_down:
@@ -207,7 +196,7 @@ def run_script(repo: Path, docker: FakeDocker, *args: str, env: dict | None = No
     )
 
 
-def first_docker_up(secret_env: bool = False) -> list[list[str]]:
+def first_docker_up() -> list[list[str]]:
     return [
         ["info"],
         ["image", "inspect", "flask-jwt-redis:latest"],

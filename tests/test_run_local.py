@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,38 +24,22 @@ from pathlib import Path
 
 import pytest
 
+from initialize import create_app
+from tests.conftest import DEV_ENV
+from tests.conftest import SERVICE_VARIABLES
+from tests.conftest import AuthActions
+from tests.conftest import free_port
+from tests.conftest import redis_server_binary
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_SH = REPO / "run.sh"
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 START_TIMEOUT = 90.0  # includes a possible `pip install -r requirements.txt` into .venv
 STOP_TIMEOUT = 45.0
 
-# Settings of the machine's environment that would change what run.sh or the app do.
-SCRUBBED = {
-    "REDIS_URL",
-    "LOCAL_REDIS",
-    "DATA_DIR",
-    "BIND",
-    "PORT",
-    "APP_ENV",
-    "JWT_SECRET",
-    "JWT_SECRET_FILE",
-    "JWT_ALGORITHM",
-    "JWT_AUDIENCE",
-    "JWT_ISSUER",
-    "DEMO_USERS",
-    "TOKEN_LOOKUP",
-    "COOKIE_MODE",
-    "REDIS_KEY_PREFIX",
-}
 
+BEARER = AuthActions.bearer
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(method: str, url: str, *, data: dict | None = None, token: str | None = None):
@@ -123,7 +106,7 @@ class LocalRun:
         self.port = free_port()
         self.data = tmp_path / "data"
         self.log_path = tmp_path / "run-local.log"
-        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
+        env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
         env.update(
             LOCAL_REDIS=local_redis,
             PORT=str(self.port),
@@ -201,15 +184,6 @@ def login_and_welcome(base: str) -> dict:
     return tokens
 
 
-def need_redis_server() -> str:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        if os.environ.get("REQUIRE_REAL_REDIS") == "1":
-            pytest.fail("redis-server is not installed but REQUIRE_REAL_REDIS=1")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    return exe
-
-
 def need_venv() -> None:
     if not VENV_PYTHON.exists():
         pytest.skip(
@@ -222,7 +196,7 @@ def need_venv() -> None:
 
 
 def test_local_mode_with_a_private_redis_server(tmp_path):
-    need_redis_server()
+    redis_server_binary()
     need_venv()
     run = LocalRun(tmp_path, "private")
     try:
@@ -321,50 +295,33 @@ class PrivateRedis:
         self.proc = None
 
 
-def _app(monkeypatch, redis_url: str):
-    for name in SCRUBBED:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("APP_ENV", "development")
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    from initialize import create_app
-
-    return create_app()
-
-
-def test_a_session_survives_a_restart_of_the_private_redis(tmp_path, monkeypatch):
-    exe = need_redis_server()
+def test_a_session_survives_a_restart_of_the_private_redis(tmp_path):
+    exe = redis_server_binary()
     server = PrivateRedis(exe, tmp_path / "redis-data")
     try:
         server.start()
         url = f"redis://127.0.0.1:{server.port}/0"
-        client = _app(monkeypatch, url).test_client()
+        client = create_app({**DEV_ENV, "REDIS_URL": url}).test_client()
         response = client.post("/public/login", data={"username": "kesa", "password": "123"})
         assert response.status_code == 200, response.get_data(as_text=True)
         tokens = response.get_json()
-        welcome = client.get(
-            "/user/welcome", headers={"Authorization": f"Bearer {tokens['accessToken']}"}
-        )
+        welcome = client.get("/user/welcome", headers=BEARER(tokens["accessToken"]))
         assert welcome.get_data(as_text=True) == "Welcome ! kesa"
 
         server.stop()
         assert (tmp_path / "redis-data" / "appendonlydir").is_dir()
         server.start()  # same port, same directory: it reloads the AOF
 
-        client = _app(monkeypatch, url).test_client()  # a fresh app: nothing kept in memory
-        welcome = client.get(
-            "/user/welcome", headers={"Authorization": f"Bearer {tokens['accessToken']}"}
-        )
+        # a fresh app: nothing kept in memory
+        client = create_app({**DEV_ENV, "REDIS_URL": url}).test_client()
+        welcome = client.get("/user/welcome", headers=BEARER(tokens["accessToken"]))
         assert welcome.status_code == 200, welcome.get_data(as_text=True)
         assert welcome.get_data(as_text=True) == "Welcome ! kesa"
-        refreshed = client.get(
-            "/public/refresh", headers={"Authorization": f"Bearer {tokens['refreshToken']}"}
-        )
+        refreshed = client.get("/public/refresh", headers=BEARER(tokens["refreshToken"]))
         assert refreshed.status_code == 200, refreshed.get_data(as_text=True)
         new_tokens = refreshed.get_json()
         assert new_tokens["accessToken"] != tokens["accessToken"]
-        welcome = client.get(
-            "/user/welcome", headers={"Authorization": f"Bearer {new_tokens['accessToken']}"}
-        )
+        welcome = client.get("/user/welcome", headers=BEARER(new_tokens["accessToken"]))
         assert welcome.get_data(as_text=True) == "Welcome ! kesa"
     finally:
         server.stop()
