@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -18,6 +17,8 @@ from initialize import create_app
 from initialize.config import ConfigError
 from initialize.config import load_settings
 from tests.conftest import AuthActions
+from tests.test_jwt import allowlisted
+from tests.test_jwt import b64
 from tests.test_jwt import valid_claims
 from utils.keys import generate_private_key_pem
 from utils.keys import public_key_pem
@@ -43,10 +44,6 @@ def asymmetric_app(redis_client, algorithm: str, private, previous=()):
         "DEMO_USERS": "kesa:123",
     }
     return create_app(environ, redis_client=redis_client)
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def test_rfc7638_thumbprint_example():
@@ -166,8 +163,7 @@ def test_asymmetric_needs_no_secret_even_in_production(tmp_path):
 def test_hmac_token_of_the_right_shape_is_refused_under_rs256(redis_client, tmp_path):
     private, _ = write_key_pair(tmp_path, "RS256")
     client = asymmetric_app(redis_client, "RS256", private).test_client()
-    claims = valid_claims()
-    redis_client.set(f"jwt:token:{claims['jti']}", "kesa", ex=60)
+    claims = allowlisted(redis_client, valid_claims())
     token = jwt.encode(claims, "x" * 64, algorithm="HS256")
     assert client.get("/user/welcome", headers=BEARER(token)).status_code == 401
 

@@ -39,7 +39,7 @@ def test_login_by_json(client):
     assert response.get_json()["accessToken"].count(".") == 2
 
 
-def test_token_payload_carries_the_spec_claims(client, auth):
+def test_token_payload_carries_the_spec_claims(auth):
     tokens = auth.login()
     access = jwt.decode(tokens["accessToken"], options={"verify_signature": False})
     refresh = jwt.decode(tokens["refreshToken"], options={"verify_signature": False})

@@ -205,7 +205,7 @@ def test_sighup_reloads_without_a_failed_request(served):
 @pytest.mark.parametrize(
     "command", [GUNICORN, [sys.executable, "main.py"]], ids=["gunicorn", "main.py"]
 )
-def test_bad_configuration_stops_start_up_with_one_line(command, tmp_path):
+def test_bad_configuration_stops_start_up_with_one_line(command):
     env = server_env(APP_ENV="production", PORT=str(free_port()), JWT_SECRET="too-short")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0

@@ -33,7 +33,7 @@ def test_bounded_and_evicts_the_oldest():
     assert all(cache.get(token, now) for token in "bcd")
 
 
-def test_a_cached_token_skips_the_signature_check(client, auth, app, monkeypatch):
+def test_a_cached_token_skips_the_signature_check(client, auth, monkeypatch):
     token = auth.login()["accessToken"]
     assert client.get("/user/welcome", headers=BEARER(token)).status_code == 200
 
@@ -75,7 +75,7 @@ def test_a_cached_token_expires_on_time(make_app):
     assert response.get_json()["message"] == "The token has expired."
 
 
-def test_prepared_hmac_keeps_pyjwts_key_checks(app):
+def test_prepared_hmac_keeps_pyjwts_key_checks():
     """The memo of prepared HMAC keys must not let an asymmetric key pose as a secret."""
     import jwt
 

@@ -151,7 +151,7 @@ class TestCookieCsrf:
         assert cookie_client.get_cookie("jwt") is None
         assert cookie_client.get_cookie("csrf_token") is None
 
-    def test_header_token_needs_no_csrf_even_in_cookie_mode(self, cookie_client, make_app):
+    def test_header_token_needs_no_csrf_even_in_cookie_mode(self, cookie_client):
         tokens = AuthActions(cookie_client).login()
         cookie_client.delete_cookie("jwt")
         assert (

@@ -107,7 +107,7 @@ def test_publish_without_token_is_401(client):
     assert response.status_code == 401
 
 
-def test_publish_over_the_body_limit_is_413(make_app, auth):
+def test_publish_over_the_body_limit_is_413(make_app):
     client = make_app(MAX_CONTENT_LENGTH="2048").test_client()
     token = AuthActions(client).login()["accessToken"]
     response = client.post(
