@@ -275,7 +275,7 @@ start_private_redis() {
     if [[ -f "$dir/redis.pid" ]]; then
         old="$(cat "$dir/redis.pid" 2>/dev/null || true)"
         if [[ "$old" =~ ^[0-9]+$ ]] && kill -0 "$old" 2>/dev/null &&
-            ps -p "$old" -o comm= 2>/dev/null | grep -q redis; then
+            [[ "$(ps -p "$old" -o comm= 2>/dev/null)" == *redis* ]]; then
             die "a redis-server (pid $old) already serves $dir: is another ./run.sh --local running with PORT=$PORT? Stop it or choose another PORT"
         fi
         rm -f "$dir/redis.pid"
