@@ -156,6 +156,14 @@ class FakeDocker:
             return []
         return [json.loads(line) for line in path.read_text().splitlines()]
 
+    def app_runs(self) -> list[dict]:
+        """The recorded `docker run` calls of the app's image, with their environment."""
+        return [
+            call
+            for call in self.env_calls()
+            if call["argv"][:1] == ["run"] and "flask-jwt-redis:latest" in call["argv"]
+        ]
+
     def reset_log(self) -> None:
         for name in ("calls.jsonl", "env.jsonl"):
             (self.dir / name).unlink(missing_ok=True)
@@ -336,11 +344,7 @@ def test_generated_secret_is_private_reused_and_never_on_a_command_line(repo, do
     assert secret_file.read_text().strip() == secret
     assert secret_file.stat().st_mtime_ns == mtime
 
-    app_runs = [
-        c
-        for c in docker.env_calls()
-        if c["argv"][:1] == ["run"] and "flask-jwt-redis:latest" in c["argv"]
-    ]
+    app_runs = docker.app_runs()
     assert len(app_runs) == 2
     for call in app_runs:
         assert call["JWT_SECRET"] == secret  # handed over in the docker command's environment
@@ -402,11 +406,7 @@ def test_optional_settings_pass_by_name_only(repo, docker):
         repo, docker, "run.sh", "--docker", env={"DEMO_USERS": "alice:wonderland-42"}
     )
     assert result.returncode == 0, result.stderr
-    app_run = [
-        c
-        for c in docker.env_calls()
-        if c["argv"][:1] == ["run"] and "flask-jwt-redis:latest" in c["argv"]
-    ]
+    app_run = docker.app_runs()
     assert len(app_run) == 1
     argv = app_run[0]["argv"]
     assert argv == [*APP_RUN[:-1], "-e", "DEMO_USERS", "flask-jwt-redis:latest"]
