@@ -7,7 +7,6 @@ import time
 from collections.abc import Mapping
 
 from flask import Flask
-from redis import Redis
 from redis import RedisError
 
 from global_state import EXTENSION_KEY
@@ -19,9 +18,11 @@ from initialize.errors import register_error_handlers
 from initialize.headers import register_response_headers
 from initialize.jwt_manager import init_jwt
 from initialize.redis import build_redis_client
+from initialize.redis import check_eviction_policy
 from routers import register_routers
 from utils.jwt import TokenVerifier
 from utils.passwords import hash_password
+from utils.redis import Client
 from utils.redis import RedisStore
 
 # Submodule imports bind names on this package (``initialize.redis`` would shadow redis-py
@@ -32,7 +33,7 @@ SEED_RETRY_SECONDS = 5.0
 
 
 def create_app(
-    environ: Mapping[str, str] | None = None, *, redis_client: Redis | None = None
+    environ: Mapping[str, str] | None = None, *, redis_client: Client | None = None
 ) -> Flask:
     """Build the app from ``environ`` (default: the process environment).
 
@@ -42,9 +43,7 @@ def create_app(
     settings = load_settings(os.environ if environ is None else environ)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
-    store = RedisStore(
-        redis_client or build_redis_client(settings.redis_url), settings.redis_key_prefix
-    )
+    store = RedisStore(redis_client or build_redis_client(settings), settings.redis_key_prefix)
     verifier = TokenVerifier(settings.keys, settings.jwt_issuer, settings.jwt_audience)
     app.extensions[EXTENSION_KEY] = AppState(settings, store, verifier)
     init_jwt(app, settings)
@@ -52,6 +51,7 @@ def create_app(
     register_error_handlers(app)
     register_response_headers(app, settings)
     register_cli(app)
+    check_eviction_policy(store, app.logger)
     _seed_demo_users(app, store, settings.demo_users)
     return app
 

@@ -37,6 +37,7 @@ DEVELOPMENT_DEMO_USERS = "kesa:123"
 # A lookup specification, not a password (bandit B105 and ruff S105 take it for one).
 DEFAULT_TOKEN_LOOKUP = "header: Authorization, query: token, cookie: jwt, form: token"  # noqa: S105  # nosec B105
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_MODES = ("standalone", "sentinel", "cluster")
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
@@ -61,6 +62,11 @@ class Settings:
     refresh_token_ttl: int
     redis_url: str
     redis_key_prefix: str
+    redis_mode: str
+    redis_sentinels: tuple[tuple[str, int], ...]
+    redis_sentinel_master: str
+    redis_socket_timeout: float
+    redis_connect_timeout: float
     token_lookup: tuple[TokenSource, ...]
     demo_users: tuple[tuple[str, str], ...]
     login_max_failures: int
@@ -99,8 +105,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         jwt_audience=environ.get("JWT_AUDIENCE") or None,
         access_token_ttl=_positive_int(environ, "ACCESS_TOKEN_TTL", 900),
         refresh_token_ttl=_positive_int(environ, "REFRESH_TOKEN_TTL", 604800),
-        redis_url=_redis_url(environ),
-        redis_key_prefix=environ.get("REDIS_KEY_PREFIX", "jwt:"),
+        **_redis_settings(environ),
         token_lookup=_token_lookup(environ),
         demo_users=_demo_users(environ.get("DEMO_USERS", default_demo_users)),
         login_max_failures=_positive_int(environ, "LOGIN_MAX_FAILURES", 10),
@@ -189,11 +194,47 @@ def _asymmetric_keys(environ: Mapping[str, str], algorithm: str) -> KeySet:
     return asymmetric_key_set(algorithm, private_key, previous)
 
 
-def _redis_url(environ: Mapping[str, str]) -> str:
+def _redis_settings(environ: Mapping[str, str]) -> dict[str, object]:
+    """SPEC "Redis topologies": where Redis is and how long to wait for it."""
+    mode = _choice(environ, "REDIS_MODE", "standalone", REDIS_MODES)
     url = environ.get("REDIS_URL") or "redis://localhost:6379/0"
-    if not url.startswith(REDIS_URL_SCHEMES):
-        raise ConfigError("REDIS_URL", f"must start with {', '.join(REDIS_URL_SCHEMES)}")
-    return url
+    schemes = REDIS_URL_SCHEMES if mode == "standalone" else REDIS_URL_SCHEMES[:2]
+    if not url.startswith(schemes):
+        raise ConfigError("REDIS_URL", f"must start with {', '.join(schemes)}")
+    prefix = environ.get("REDIS_KEY_PREFIX", "jwt:")
+    if "{" in prefix or "}" in prefix:  # a brace would change which cluster slot keys go to
+        raise ConfigError("REDIS_KEY_PREFIX", "must not contain { or }")
+    sentinels = _addresses(environ, "REDIS_SENTINELS")
+    if mode == "sentinel" and not sentinels:
+        raise ConfigError("REDIS_SENTINELS", "is required with REDIS_MODE=sentinel")
+    return {
+        "redis_url": url,
+        "redis_key_prefix": prefix,
+        "redis_mode": mode,
+        "redis_sentinels": sentinels,
+        "redis_sentinel_master": _text(environ, "REDIS_SENTINEL_MASTER", "mymaster"),
+        "redis_socket_timeout": _positive_seconds(environ, "REDIS_SOCKET_TIMEOUT", 2.0),
+        "redis_connect_timeout": _positive_seconds(environ, "REDIS_CONNECT_TIMEOUT", 1.0),
+    }
+
+
+def _addresses(environ: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
+    addresses = []
+    for entry in filter(None, (part.strip() for part in environ.get(name, "").split(","))):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(name, f"must be host:port pairs separated by commas (got {entry!r})")
+        addresses.append((host.strip("[]"), int(port)))
+    return tuple(addresses)
+
+
+def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"\s*(\d+(\.\d*)?|\.\d+)\s*", raw) or float(raw) <= 0:
+        raise ConfigError(name, f"must be a positive number of seconds (got {raw!r})")
+    return float(raw)
 
 
 def _token_lookup(environ: Mapping[str, str]) -> tuple[TokenSource, ...]:

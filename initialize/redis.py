@@ -1,24 +1,80 @@
-"""The Redis client: built from REDIS_URL in the factory, never at import time."""
+"""The Redis client of REDIS_MODE, built in the factory, never at import time.
+
+Standalone: ``Redis.from_url``. Sentinel: ``Sentinel(...).master_for(...)``, whose connections
+ask the sentinels for the current primary on every (re)connect and drop a connection the
+moment it meets a demoted one (``READONLY``). Cluster: ``RedisCluster``, which follows
+``MOVED``/``ASK`` and refreshes its slot map after a failover; it connects as it is made, so
+the store makes it on first use.
+
+Every connection has a socket timeout, so a paused or hung Redis is a 503 in bounded time.
+A command whose connection broke (reset, refused, a demoted primary) is sent again a few
+times, 50-500 ms apart, which rides out a restart or the tail of a failover inside one
+request; a timeout is not retried: Redis is slow, and the request answers 503 now.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
+from redis.connection import parse_url
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
-# A dead Redis must turn into a quick 503, not a request that hangs behind retries.
-SOCKET_TIMEOUT_SECONDS = 2.0
-CONNECT_TIMEOUT_SECONDS = 1.0
+from initialize.config import Settings
+from utils.redis import NOEVICTION
+from utils.redis import Client
+from utils.redis import RedisStore
+
 HEALTH_CHECK_SECONDS = 30
+RETRIES = 3
+RETRY_BASE_SECONDS = 0.05
+RETRY_CAP_SECONDS = 0.5
 
 
-def build_redis_client(url: str) -> redis.Redis:
-    """One pooled, thread-safe client per process; redis-py resets the pool after fork."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        health_check_interval=HEALTH_CHECK_SECONDS,
-        retry=Retry(NoBackoff(), 1),
-    )
+def build_redis_client(settings: Settings) -> Client | Callable[[], Client]:
+    """The client of ``settings.redis_mode`` (a builder for a cluster); one per process,
+    thread-safe, and fork-safe: redis-py resets its pools in a forked child."""
+    common = {
+        "decode_responses": True,
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+        "health_check_interval": HEALTH_CHECK_SECONDS,
+    }
+    backoff = ExponentialWithJitterBackoff(base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
+    if settings.redis_mode == "cluster":
+        return lambda: RedisCluster.from_url(
+            settings.redis_url, retry=Retry(backoff, RETRIES), **common
+        )
+    retry = Retry(backoff, RETRIES, supported_errors=(redis.ConnectionError,))
+    if settings.redis_mode == "sentinel":
+        url = parse_url(settings.redis_url)  # password, username, db, TLS: the primary's
+        for address_only in ("host", "port", "connection_class"):
+            url.pop(address_only, None)
+        url["ssl"] = settings.redis_url.startswith("rediss://")
+        timeouts = {k: v for k, v in common.items() if k.startswith("socket_")}
+        sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=timeouts)
+        return sentinel.master_for(settings.redis_sentinel_master, retry=retry, **common | url)
+    return redis.Redis.from_url(settings.redis_url, retry=retry, **common)
+
+
+def check_eviction_policy(store: RedisStore, logger: logging.Logger) -> None:
+    """SPEC: an evicting Redis can revive revoked tokens or lose accounts; say so at start.
+
+    A Redis that is down now is not an error here: requests answer 503 until it is back.
+    """
+    try:
+        policies = store.eviction_policies()
+    except (redis.RedisError, redis.exceptions.RedisClusterException):
+        return
+    if policies is None:
+        logger.warning("Redis refused CONFIG GET: the maxmemory-policy could not be checked")
+    elif policies != {NOEVICTION}:
+        logger.error(
+            "Redis maxmemory-policy is %s, not noeviction: under memory pressure Redis may "
+            "evict revoked-token markers or accounts",
+            ", ".join(sorted(policies)),
+        )

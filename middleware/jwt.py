@@ -51,7 +51,9 @@ def authenticate(token_type: str, *, optional: bool, changes_state: bool) -> dic
         presented = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(presented.encode(), claims["csrf"].encode()):
             raise CsrfFailed(f"The {CSRF_HEADER} header is missing or does not match.")
-    if token_type == ACCESS and not state.store.is_token_active(claims["jti"]):
+    if token_type == ACCESS and not state.store.is_token_active(
+        claims["username"], claims["sid"], claims["jti"]
+    ):
         raise Unauthorized("The token has been revoked.", invalid_token=True)
     g.jwt_claims, g.username = claims, claims["username"]
     return claims

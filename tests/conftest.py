@@ -21,8 +21,11 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from redis.cluster import RedisCluster
 
 from initialize import create_app
+from initialize.config import load_settings
+from initialize.redis import build_redis_client
 
 DEV_ENV = {"APP_ENV": "development"}
 
@@ -82,14 +85,19 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
-def redis_server_binary() -> str:
-    """redis-server's path; skips the test without it, fails it under REQUIRE_REAL_REDIS=1."""
-    binary = shutil.which("redis-server")
+def require_binary(name: str, package: str) -> str:
+    """``name``'s path; skips the test without it, fails it under REQUIRE_REAL_REDIS=1."""
+    binary = shutil.which(name)
     if binary is None:
         if os.environ.get("REQUIRE_REAL_REDIS") == "1":
-            pytest.fail("REQUIRE_REAL_REDIS=1 but redis-server is not installed")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+            pytest.fail(f"REQUIRE_REAL_REDIS=1 but {name} is not installed")
+        pytest.skip(f"{name} is not installed (apt-get install {package})")
     return binary
+
+
+def redis_server_binary() -> str:
+    """redis-server's path (see :func:`require_binary`)."""
+    return require_binary("redis-server", "redis-server")
 
 
 def start_redis_server(directory: Path) -> RedisServer:
@@ -142,17 +150,80 @@ def real_redis(redis_server: RedisServer) -> redis.Redis:
     return client
 
 
+def service_client(url: str, **environ: str) -> redis.Redis | RedisCluster:
+    """A client built as the service builds its own (mode, timeouts, retry), for ``url``."""
+    client = build_redis_client(load_settings({**DEV_ENV, "REDIS_URL": url, **environ}))
+    return client if isinstance(client, redis.Redis) else client()
+
+
 @pytest.fixture
 def fake_redis() -> redis.Redis:
     """A fresh in-memory fakeredis server per test."""
     return fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
 
 
-@pytest.fixture(params=["fakeredis", "redis-server"])
-def redis_client(request: pytest.FixtureRequest) -> redis.Redis:
-    """Run a test once on fakeredis and once on the real server."""
-    name = "fake_redis" if request.param == "fakeredis" else "real_redis"
-    return request.getfixturevalue(name)
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """One 3-primary, 3-replica Redis Cluster for the whole session."""
+    from tests.redis_topologies import start_cluster
+
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory):
+    """One primary + replica + 3 sentinels for the whole session."""
+    from tests.redis_topologies import start_sentinel_group
+
+    group = start_sentinel_group(tmp_path_factory.mktemp("sentinel"))
+    yield group
+    group.stop()
+
+
+class WholeCluster(RedisCluster):
+    """A cluster client whose KEYS lists every primary's keys (RedisCluster asks one node),
+    as the tests that look at all keys expect; everything else is RedisCluster's own."""
+
+    def keys(self, pattern: str = "*", **kwargs):
+        return super().keys(pattern, target_nodes=self.PRIMARIES, **kwargs)
+
+
+@pytest.fixture
+def cluster_redis(redis_cluster) -> RedisCluster:
+    """A cluster client with the service's settings, every primary emptied before the test."""
+    settings = load_settings({**DEV_ENV, "REDIS_URL": redis_cluster.url, "REDIS_MODE": "cluster"})
+    client = WholeCluster.from_url(
+        redis_cluster.url,
+        decode_responses=True,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=settings.redis_connect_timeout,
+    )
+    client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    return client
+
+
+@pytest.fixture
+def sentinel_redis(sentinel_group) -> redis.Redis:
+    """The service's Sentinel client (``master_for``), the primary emptied before the test."""
+    client = service_client("redis://127.0.0.1/0", **sentinel_group.environ)
+    client.flushall()
+    return client
+
+
+REDIS_FIXTURES = {
+    "fakeredis": "fake_redis",
+    "redis-server": "real_redis",
+    "cluster": "cluster_redis",
+    "sentinel": "sentinel_redis",
+}
+
+
+@pytest.fixture(params=list(REDIS_FIXTURES))
+def redis_client(request: pytest.FixtureRequest) -> redis.Redis | RedisCluster:
+    """Run a test on fakeredis, a real server, a real cluster and a real Sentinel group."""
+    return request.getfixturevalue(REDIS_FIXTURES[request.param])
 
 
 @pytest.fixture

@@ -23,11 +23,28 @@ def test_production_defaults():
     assert (settings.access_token_ttl, settings.refresh_token_ttl) == (900, 604800)
     assert settings.redis_url == "redis://localhost:6379/0"
     assert settings.redis_key_prefix == "jwt:"
+    assert (settings.redis_mode, settings.redis_sentinels) == ("standalone", ())
+    assert settings.redis_sentinel_master == "mymaster"
+    assert (settings.redis_socket_timeout, settings.redis_connect_timeout) == (2.0, 1.0)
     assert settings.token_lookup[0] == TokenSource("header", "Authorization")
     assert [s.kind for s in settings.token_lookup] == ["header", "query", "cookie", "form"]
     assert settings.demo_users == ()
     assert (settings.login_max_failures, settings.login_lock_seconds) == (10, 900)
     assert settings.cookie_mode is False and settings.cors_origins == ()
+
+
+def test_sentinel_settings():
+    settings = load_settings(
+        {
+            "JWT_SECRET": SECRET,
+            "REDIS_MODE": "sentinel",
+            "REDIS_SENTINELS": "10.0.0.1:26379, [::1]:26380",
+            "REDIS_SENTINEL_MASTER": "jwt",
+            "REDIS_SOCKET_TIMEOUT": "0.5",
+        }
+    )
+    assert settings.redis_sentinels == (("10.0.0.1", 26379), ("::1", 26380))
+    assert (settings.redis_sentinel_master, settings.redis_socket_timeout) == ("jwt", 0.5)
 
 
 def test_development_allows_the_dev_secret_and_seeds_kesa():
@@ -57,6 +74,20 @@ def test_secret_file_strips_one_trailing_newline(tmp_path):
         ({"JWT_SECRET": SECRET, "ACCESS_TOKEN_TTL": "15m"}, "ACCESS_TOKEN_TTL"),
         ({"JWT_SECRET": SECRET, "REFRESH_TOKEN_TTL": "-1"}, "REFRESH_TOKEN_TTL"),
         ({"JWT_SECRET": SECRET, "REDIS_URL": "http://localhost"}, "REDIS_URL"),
+        ({"JWT_SECRET": SECRET, "REDIS_MODE": "replicated"}, "REDIS_MODE"),
+        ({"JWT_SECRET": SECRET, "REDIS_MODE": "sentinel"}, "REDIS_SENTINELS"),
+        (
+            {"JWT_SECRET": SECRET, "REDIS_MODE": "sentinel", "REDIS_SENTINELS": "h"},
+            "REDIS_SENTINELS",
+        ),
+        ({"JWT_SECRET": SECRET, "REDIS_SENTINELS": "h:26379,h:0"}, "REDIS_SENTINELS"),
+        (
+            {"JWT_SECRET": SECRET, "REDIS_MODE": "cluster", "REDIS_URL": "unix:///r.sock"},
+            "REDIS_URL",
+        ),
+        ({"JWT_SECRET": SECRET, "REDIS_SOCKET_TIMEOUT": "0"}, "REDIS_SOCKET_TIMEOUT"),
+        ({"JWT_SECRET": SECRET, "REDIS_CONNECT_TIMEOUT": "1s"}, "REDIS_CONNECT_TIMEOUT"),
+        ({"JWT_SECRET": SECRET, "REDIS_KEY_PREFIX": "{jwt}:"}, "REDIS_KEY_PREFIX"),
         ({"JWT_SECRET": SECRET, "TOKEN_LOOKUP": "body: token"}, "TOKEN_LOOKUP"),
         ({"JWT_SECRET": SECRET, "DEMO_USERS": "kesa"}, "DEMO_USERS"),
         ({"JWT_SECRET": SECRET, "DEMO_USERS": "k:1"}, "DEMO_USERS"),
@@ -92,7 +123,7 @@ def test_create_app_is_not_testing_and_does_not_touch_redis_until_used(fake_redi
 
 def test_production_demo_users_are_opt_in(fake_redis):
     create_app({"JWT_SECRET": SECRET, "DEMO_USERS": "ops:pw, kesa:123"}, redis_client=fake_redis)
-    assert sorted(fake_redis.keys("*")) == ["jwt:user:kesa", "jwt:user:ops"]
+    assert sorted(fake_redis.keys("*")) == ["jwt:{kesa}:user", "jwt:{ops}:user"]
 
 
 def test_key_prefix_applies_to_every_key(fake_redis):
@@ -112,8 +143,8 @@ def test_cli_create_user_prompts_for_the_password(fake_redis):
     result = runner.invoke(args=["create-user", "frank"], input="frank-password\nfrank-password\n")
     assert result.exit_code == 0, result.output
     assert "frank-password" not in result.output
-    assert fake_redis.hget("jwt:user:frank", "password").startswith("$argon2id$")
+    assert fake_redis.hget("jwt:{frank}:user", "password").startswith("$argon2id$")
     again = runner.invoke(args=["create-user", "frank"], input="other-password\nother-password\n")
     assert again.exit_code == 1 and "already exists" in again.output
     short = runner.invoke(args=["create-user", "gina"], input="short\nshort\n")
-    assert short.exit_code == 1 and not fake_redis.exists("jwt:user:gina")
+    assert short.exit_code == 1 and not fake_redis.exists("jwt:{gina}:user")

@@ -31,6 +31,29 @@ def test_healthz_and_readyz(client):
     assert client.get("/readyz").get_json() == {"status": "ready"}
 
 
+def test_an_evicting_redis_is_not_ready_and_start_up_says_so(redis_server, real_redis, caplog):
+    """SPEC: any maxmemory-policy but noeviction makes /readyz a 503 naming it."""
+    real_redis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        client = create_app({**DEV_ENV, "REDIS_URL": redis_server.url}).test_client()
+        response = client.get("/readyz")
+        assert response.status_code == 503 and "allkeys-lru" in response.get_json()["message"]
+        assert int(response.headers["Retry-After"]) > 0
+        assert any(
+            r.levelname == "ERROR" and "allkeys-lru" in r.getMessage() for r in caplog.records
+        )
+    finally:
+        real_redis.config_set("maxmemory-policy", "noeviction")
+    assert client.get("/readyz").status_code == 200
+
+
+def test_a_redis_that_refuses_config_is_ready_with_a_warning(fake_redis, caplog):
+    """fakeredis, like some managed services, has no CONFIG: checked as far as possible."""
+    client = create_app(DEV_ENV, redis_client=fake_redis).test_client()
+    assert client.get("/readyz").status_code == 200
+    assert any("could not be checked" in r.getMessage() for r in caplog.records)
+
+
 def test_jwks_is_404_under_hmac(client):
     response = client.get("/.well-known/jwks.json")
     assert response.status_code == 404
@@ -54,7 +77,7 @@ class TestLoginLockout:
         assert 0 < int(locked.headers["Retry-After"]) <= 60
         assert locked.get_json()["code"] == 429
         # the counter lives in Redis with the lock window as its TTL
-        (key,) = redis_client.keys("jwt:login-failures:*")
+        (key,) = redis_client.keys("jwt:{kesa}:login-failures:*")
         assert 0 < redis_client.ttl(key) <= 60
         redis_client.delete(key)  # the window ends
         assert (
@@ -174,7 +197,7 @@ def test_forwarded_for_counts_only_from_a_trusted_proxy(make_app, redis_client):
     bad = {"username": "kesa", "password": "nope"}
     via_proxy = {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
     client.post("/public/login", data=bad, headers=via_proxy)  # peer 127.0.0.1 is trusted
-    assert redis_client.exists("jwt:login-failures:kesa:198.51.100.7")
+    assert redis_client.exists("jwt:{kesa}:login-failures:198.51.100.7")
     stranger = {"REMOTE_ADDR": "192.0.2.1"}
     client.post("/public/login", data=bad, headers=via_proxy, environ_base=stranger)
-    assert redis_client.exists("jwt:login-failures:kesa:192.0.2.1")
+    assert redis_client.exists("jwt:{kesa}:login-failures:192.0.2.1")

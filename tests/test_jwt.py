@@ -52,7 +52,10 @@ def b64(data: dict | bytes) -> str:
 
 
 def allowlisted(redis_client, claims: dict) -> dict:
-    redis_client.set(f"jwt:token:{claims['jti']}", "kesa", ex=60)
+    """Record the token and its session as a login would (utils.redis's key layout)."""
+    user = "jwt:{" + str(claims.get("username")) + "}:"
+    redis_client.set(f"{user}token:{claims['jti']}", "kesa", ex=60)
+    redis_client.zadd(f"{user}session:{claims.get('sid')}", {claims["jti"]: 0})
     return claims
 
 

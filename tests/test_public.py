@@ -6,6 +6,7 @@ import jwt
 import pytest
 
 from tests.conftest import AuthActions
+from utils.passwords import hash_password
 
 BEARER = AuthActions.bearer
 
@@ -116,10 +117,10 @@ def test_register_by_json_stores_a_hash_not_the_password(client, redis_client):
         ).status_code
         == 201
     )
-    stored = redis_client.hgetall("jwt:user:bob")
+    stored = redis_client.hgetall("jwt:{bob}:user")
     assert stored["password"].startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert "pw-123456" not in str(stored)
-    assert redis_client.ttl("jwt:user:bob") == -1  # accounts are the one thing without TTL
+    assert redis_client.ttl("jwt:{bob}:user") == -1  # accounts are the one thing without TTL
 
 
 def test_register_taken_username_is_409(client):
@@ -230,3 +231,13 @@ def test_feed_with_a_revoked_token_is_401(client, auth):
 def test_feed_with_a_non_bearer_authorization_header_is_401(client):
     response = client.get("/public/feed", headers={"Authorization": "Basic a2VzYToxMjM="})
     assert response.status_code == 401
+
+
+def test_an_account_from_before_the_upgrade_still_logs_in(client, redis_client):
+    """Earlier versions stored accounts at ``jwt:user:<name>``; the first login moves it."""
+    legacy = {"password": hash_password("olga-password"), "created": "1"}
+    redis_client.hset("jwt:user:olga", mapping=legacy)
+    login = {"username": "olga", "password": "olga-password"}
+    assert client.post("/public/login", data=login).status_code == 200
+    assert redis_client.hgetall("jwt:{olga}:user") == legacy
+    assert client.post("/public/login", data=login).status_code == 200

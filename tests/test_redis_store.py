@@ -9,6 +9,7 @@ import uuid
 import pytest
 import redis
 
+from tests.conftest import service_client
 from utils.jwt import TokenPair
 from utils.redis import RedisStore
 from utils.redis import Rotation
@@ -39,10 +40,15 @@ def store(redis_client) -> RedisStore:
     return RedisStore(redis_client, "test:")
 
 
+def active(store: RedisStore, pair: TokenPair, jti: str) -> bool:
+    """The allowlist check for a token of ``pair``'s session."""
+    return store.is_token_active(pair.username, pair.session_id, jti)
+
+
 def assert_every_key_expires_with_its_token(client, horizon: int) -> None:
     """SPEC: all keys but accounts have 0 < TTL <= the token's remaining life."""
     for key in client.keys("*"):
-        if key.startswith("test:user:"):
+        if key.endswith("}:user"):
             continue
         assert 0 < client.ttl(key) <= horizon, key
 
@@ -50,10 +56,10 @@ def assert_every_key_expires_with_its_token(client, horizon: int) -> None:
 def test_record_tokens_allowlists_both_until_their_exp(store, redis_client):
     pair = make_pair()
     store.record_tokens(pair)
-    assert store.is_token_active(pair.access_jti) and store.is_token_active(pair.refresh_jti)
-    assert redis_client.get(f"test:token:{pair.access_jti}") == "kesa"
-    assert redis_client.expiretime(f"test:token:{pair.access_jti}") == pair.access_exp
-    assert redis_client.expiretime(f"test:token:{pair.refresh_jti}") == pair.refresh_exp
+    assert active(store, pair, pair.access_jti) and active(store, pair, pair.refresh_jti)
+    assert redis_client.get(f"test:{{kesa}}:token:{pair.access_jti}") == "kesa"
+    assert redis_client.expiretime(f"test:{{kesa}}:token:{pair.access_jti}") == pair.access_exp
+    assert redis_client.expiretime(f"test:{{kesa}}:token:{pair.refresh_jti}") == pair.refresh_exp
     assert_every_key_expires_with_its_token(redis_client, 604800)
     assert all(key.startswith("test:") for key in redis_client.keys("*"))
 
@@ -71,9 +77,9 @@ def test_rotation_spends_the_old_token_once(store, redis_client):
     assert (
         store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, second) is Rotation.ROTATED
     )
-    assert not store.is_token_active(first.refresh_jti)
-    assert store.is_token_active(second.access_jti) and store.is_token_active(second.refresh_jti)
-    assert store.is_token_active(first.access_jti)  # rotation spends the refresh token only
+    assert not active(store, first, first.refresh_jti)
+    assert active(store, second, second.access_jti) and active(store, second, second.refresh_jti)
+    assert active(store, first, first.access_jti)  # rotation spends the refresh token only
     assert_every_key_expires_with_its_token(redis_client, 604800)
 
 
@@ -87,13 +93,13 @@ def test_reuse_ends_the_session_and_reports_it(store):
         store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, third) is Rotation.REUSED
     )
     for jti in (first.access_jti, second.access_jti, second.refresh_jti, third.access_jti):
-        assert not store.is_token_active(jti)
+        assert not active(store, first, jti)
 
 
 def test_unknown_refresh_token_is_revoked_not_reused(store):
     pair = make_pair()
     assert store.rotate_refresh_token(str(uuid.uuid4()), pair.refresh_exp, pair) is Rotation.REVOKED
-    assert not store.is_token_active(pair.access_jti)
+    assert not active(store, pair, pair.access_jti)
 
 
 def test_end_session_and_end_all_sessions(store, redis_client):
@@ -103,12 +109,12 @@ def test_end_session_and_end_all_sessions(store, redis_client):
     other = make_pair(username="erin")
     store.record_tokens(other)
     assert store.end_session("kesa", pairs[0].session_id) == 2
-    assert not store.is_token_active(pairs[0].access_jti)
-    assert store.is_token_active(pairs[1].access_jti)
+    assert not active(store, pairs[0], pairs[0].access_jti)
+    assert active(store, pairs[1], pairs[1].access_jti)
     assert store.end_all_sessions("kesa") == 2
-    assert not any(store.is_token_active(p.refresh_jti) for p in pairs)
-    assert store.is_token_active(other.access_jti)
-    assert redis_client.keys("test:user-sessions:kesa") == []
+    assert not any(active(store, p, p.refresh_jti) for p in pairs)
+    assert active(store, other, other.access_jti)
+    assert redis_client.keys("test:{kesa}:sessions") == []
 
 
 def test_login_attempts_count_and_expire(store, redis_client):
@@ -159,25 +165,25 @@ def test_allowlist_checks_reuse_connections_across_short_lived_threads(redis_ser
     pair = make_pair()
     store.record_tokens(pair)
     for _ in range(30):  # one short-lived thread after another, like greenlets
-        thread = threading.Thread(target=lambda: store.is_token_active(pair.access_jti))
+        thread = threading.Thread(target=lambda: active(store, pair, pair.access_jti))
         thread.start()
         thread.join(timeout=10)
-    assert store.is_token_active(pair.access_jti)
+    assert active(store, pair, pair.access_jti)
     ours = [c for c in real_redis.client_list() if c["name"] == "reuse-check"]
     assert 1 <= len(ours) <= 2
 
 
 def test_allowlist_check_survives_a_dropped_connection(redis_server, real_redis):
-    store = RedisStore(redis.Redis.from_url(redis_server.url, decode_responses=True), "test:")
+    store = RedisStore(service_client(redis_server.url), "test:")
     pair = make_pair()
     store.record_tokens(pair)
-    assert store.is_token_active(pair.access_jti)
+    assert active(store, pair, pair.access_jti)
     real_redis.client_kill_filter(_type="normal", skipme=True)  # Redis drops every other client
-    assert store.is_token_active(pair.access_jti)
+    assert active(store, pair, pair.access_jti)
 
 
 def test_scripts_survive_a_dropped_connection(redis_server, real_redis):
-    store = RedisStore(redis.Redis.from_url(redis_server.url, decode_responses=True), "test:")
+    store = RedisStore(service_client(redis_server.url), "test:")
     first = make_pair()
     store.record_tokens(first)
     real_redis.client_kill_filter(_type="normal", skipme=True)
@@ -185,12 +191,12 @@ def test_scripts_survive_a_dropped_connection(redis_server, real_redis):
     assert store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, second) is (
         Rotation.ROTATED
     )
-    assert store.is_token_active(second.refresh_jti)
+    assert active(store, second, second.refresh_jti)
 
 
 def test_scripts_are_reloaded_when_redis_forgets_them(redis_server, real_redis):
     """A Redis restart or SCRIPT FLUSH empties the script cache; EVALSHA then says NOSCRIPT."""
-    store = RedisStore(redis.Redis.from_url(redis_server.url, decode_responses=True), "test:")
+    store = RedisStore(service_client(redis_server.url), "test:")
     first = make_pair()
     store.record_tokens(first)
     real_redis.script_flush()
@@ -199,4 +205,79 @@ def test_scripts_are_reloaded_when_redis_forgets_them(redis_server, real_redis):
         Rotation.ROTATED
     )
     assert store.end_session("kesa", first.session_id) == 3  # the NOSCRIPT reply left it in sync
-    assert not store.is_token_active(second.access_jti)
+    assert not active(store, second, second.access_jti)
+
+
+def test_every_key_of_a_user_shares_one_cluster_slot(store, redis_client):
+    """The hash tag: one user's keys hash alike, so each script's keys stay in one slot."""
+    first = make_pair()
+    store.record_tokens(first, client_address="::1")
+    store.rotate_refresh_token(
+        first.refresh_jti, first.refresh_exp, make_pair(session_id=first.session_id)
+    )
+    store.begin_login("kesa", "::1", 60)
+    store.create_user("kesa", "hash")
+    keys = redis_client.keys("test:*")
+    assert len(keys) >= 7 and all(key.startswith("test:{kesa}:") for key in keys)
+
+
+def test_a_resent_rotation_finds_its_own_work(store):
+    """redis-py resends a script whose connection broke; if it had run, the resend must
+    neither issue a second pair nor take the client's own retry for theft."""
+    first = make_pair()
+    store.record_tokens(first)
+    second = make_pair(session_id=first.session_id)
+    assert store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, second) is (
+        Rotation.ROTATED
+    )
+    assert store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, second) is (
+        Rotation.ROTATED
+    )
+    assert active(store, second, second.refresh_jti)
+    thief = make_pair(session_id=first.session_id)  # anyone else presenting it again: theft
+    assert store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, thief) is (
+        Rotation.REUSED
+    )
+    assert not active(store, second, second.refresh_jti)
+    # and the resend after the session ended gets no live pair either
+    assert store.rotate_refresh_token(first.refresh_jti, first.refresh_exp, second) is (
+        Rotation.REVOKED
+    )
+
+
+def test_a_resent_create_user_still_reports_created(store):
+    assert store.create_user("kesa", "salted-hash-1")
+    assert store.create_user("kesa", "salted-hash-1")  # the same call, sent again
+    assert not store.create_user("kesa", "salted-hash-2")
+
+
+def test_an_ended_session_refuses_its_lingering_tokens(store, redis_client):
+    """Ending a session deletes its record; the token records left behind are inert."""
+    pair = make_pair()
+    store.record_tokens(pair)
+    store.end_session("kesa", pair.session_id)
+    assert redis_client.exists(f"test:{{kesa}}:token:{pair.refresh_jti}")
+    assert not active(store, pair, pair.access_jti)
+    later = make_pair(session_id=pair.session_id)
+    assert store.rotate_refresh_token(pair.refresh_jti, pair.refresh_exp, later) is (
+        Rotation.REVOKED
+    )
+    assert not active(store, later, later.access_jti)
+    assert_every_key_expires_with_its_token(redis_client, 604800)
+
+
+def test_accounts_under_the_old_key_names_are_moved_on_first_use(store, redis_client):
+    """Upgrade path: earlier versions kept accounts at ``<prefix>user:<name>``."""
+    for name in ("ann", "ben", "cal"):
+        redis_client.hset(f"test:user:{name}", mapping={"password": f"{name}-hash", "created": 7})
+    assert store.begin_login("ann", "::1", 60).password_hash == "ann-hash"
+    assert not store.create_user("ben", "another-hash")  # still taken
+    assert store.user_exists("cal")
+    for name in ("ann", "ben", "cal"):
+        assert not redis_client.exists(f"test:user:{name}")
+        assert redis_client.hgetall(f"test:{{{name}}}:user") == {
+            "password": f"{name}-hash",
+            "created": "7",
+        }
+    assert store.begin_login("ben", "::1", 60).password_hash == "ben-hash"
+    assert store.begin_login("dan", "::1", 60).password_hash is None

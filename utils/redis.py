@@ -1,15 +1,23 @@
 """The Redis side: the token allowlist, sessions, login attempts and user accounts.
 
-Keys (all under the configured prefix; all but ``user:*`` carry a TTL):
+Keys, all under the configured prefix and a hash tag of the user's name, so that every key of
+one user lives in one Redis Cluster slot and each multi-key change can be one atomic script
+(``P`` is REDIS_KEY_PREFIX, ``{u}`` the user's name in braces; all but ``user`` carry a TTL):
 
-* ``token:<jti>`` -> username, expiring exactly at the token's ``exp`` (the Go app's allowlist);
-* ``spent:<jti>`` -> session id of a refresh token already used once (reuse detection);
-* ``session:<sid>`` -> sorted set of the session's token jtis scored by ``exp``;
-* ``user-sessions:<username>`` -> sorted set of the user's session ids scored by last ``exp``;
-* ``login-failures:<username>:<address>`` -> attempt counter with the lock window as TTL;
-* ``user:<username>`` -> hash with the Argon2id ``password`` hash and ``created`` time.
+* ``P{u}:token:<jti>`` -> username, expiring exactly at the token's ``exp`` (the Go app's
+  allowlist); a token is live while its record and its session's record both exist;
+* ``P{u}:spent:<jti>`` -> the refresh jti that replaced a refresh token spent once (reuse
+  detection, and recognising our own retried rotation);
+* ``P{u}:session:<sid>`` -> sorted set of the session's token jtis scored by ``exp``; ending a
+  session deletes it, which revokes all its tokens at once (their own records then lapse at
+  their ``exp``: a script may only touch keys it is given, and it cannot know them up front);
+* ``P{u}:sessions`` -> sorted set of the user's session ids scored by their last ``exp``;
+* ``P{u}:login-failures:<address>`` -> attempt counter with the lock window as TTL;
+* ``P{u}:user`` -> hash with the Argon2id ``password`` hash and ``created`` time. Accounts
+  written by earlier versions under ``Puser:<u>`` are moved here the first time they are used.
 
-Every multi-key change is one Lua script, so it is atomic and costs one round trip.
+Every script gets all the keys it touches in KEYS and is safe to run twice: redis-py resends a
+command whose connection broke, and the script may have run before it broke.
 """
 
 from __future__ import annotations
@@ -17,14 +25,20 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from typing import NamedTuple
 
 import redis
+from redis.cluster import RedisCluster
 
 from utils.jwt import TokenPair
+
+Client = redis.Redis | RedisCluster
+NOEVICTION = "noeviction"
 
 
 class Script(NamedTuple):
@@ -39,105 +53,92 @@ class Script(NamedTuple):
         return cls(source, digest.hexdigest())
 
 
-_LUA_HELPERS = """
-local prefix = ARGV[1]
+# KEYS[1..4] = access token, refresh token, session, user's sessions;
+# ARGV[1..7] = username, sid, now, access jti, access exp, refresh jti, refresh exp.
+_RECORD_PAIR = """
 local function expire_no_earlier_than(key, at)
   if redis.call('EXPIRETIME', key) < at then redis.call('EXPIREAT', key, at) end
 end
-local function record_pair(username, sid, now, access_jti, access_exp, refresh_jti, refresh_exp)
-  redis.call('SET', prefix .. 'token:' .. access_jti, username, 'EXAT', access_exp)
-  redis.call('SET', prefix .. 'token:' .. refresh_jti, username, 'EXAT', refresh_exp)
-  local latest = math.max(tonumber(access_exp), tonumber(refresh_exp))
-  local session = prefix .. 'session:' .. sid
-  redis.call('ZREMRANGEBYSCORE', session, '-inf', now)
-  redis.call('ZADD', session, access_exp, access_jti, refresh_exp, refresh_jti)
-  expire_no_earlier_than(session, latest)
-  local sessions = prefix .. 'user-sessions:' .. username
-  redis.call('ZREMRANGEBYSCORE', sessions, '-inf', now)
-  redis.call('ZADD', sessions, latest, sid)
-  expire_no_earlier_than(sessions, latest)
-end
-local function end_session(username, sid)
-  local session = prefix .. 'session:' .. sid
-  local jtis = redis.call('ZRANGE', session, 0, -1)
-  for _, jti in ipairs(jtis) do redis.call('DEL', prefix .. 'token:' .. jti) end
-  redis.call('DEL', session)
-  redis.call('ZREM', prefix .. 'user-sessions:' .. username, sid)
-  return #jtis
+local function record_pair()
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[5])
+  redis.call('SET', KEYS[2], ARGV[1], 'EXAT', ARGV[7])
+  local latest = math.max(tonumber(ARGV[5]), tonumber(ARGV[7]))
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4], ARGV[7], ARGV[6])
+  expire_no_earlier_than(KEYS[3], latest)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[3])
+  redis.call('ZADD', KEYS[4], latest, ARGV[2])
+  expire_no_earlier_than(KEYS[4], latest)
 end
 """
 
-# ARGV: prefix, username, sid, now, access jti, access exp, refresh jti, refresh exp, reset key
+# As _RECORD_PAIR, and KEYS[5] = a login's failure counter to clear (optional).
 _ISSUE = Script.of(
-    _LUA_HELPERS
+    _RECORD_PAIR
     + """
-record_pair(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-if ARGV[9] ~= '' then redis.call('DEL', prefix .. ARGV[9]) end
+record_pair()
+if KEYS[5] then redis.call('DEL', KEYS[5]) end
 return 1
 """
 )
 
-# ARGV: as _ISSUE's first eight, then the presented refresh token's jti and exp.
+# As _RECORD_PAIR, and KEYS[5..6] = the presented refresh token's record and spent marker,
+# ARGV[8..9] = its jti and exp. A second run of the same rotation finds its own marker.
 _ROTATE = Script.of(
-    _LUA_HELPERS
+    _RECORD_PAIR
     + """
-local old_jti, old_exp = ARGV[9], ARGV[10]
-if redis.call('DEL', prefix .. 'token:' .. old_jti) == 1 then
-  redis.call('SET', prefix .. 'spent:' .. old_jti, ARGV[3], 'EXAT', old_exp)
-  redis.call('ZREM', prefix .. 'session:' .. ARGV[3], old_jti)
-  record_pair(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+local spent_by = redis.call('GET', KEYS[6])
+if spent_by == ARGV[6] then return redis.call('EXISTS', KEYS[3]) end
+if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('DEL', KEYS[5]) == 1 then
+  redis.call('SET', KEYS[6], ARGV[6], 'EXAT', ARGV[9])
+  redis.call('ZREM', KEYS[3], ARGV[8])
+  record_pair()
   return 1
 end
-if redis.call('EXISTS', prefix .. 'spent:' .. old_jti) == 1 then
-  end_session(ARGV[2], ARGV[3])
+if spent_by then
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', KEYS[4], ARGV[2])
   return -1
 end
 return 0
 """
 )
 
-# ARGV: prefix, username, sid
-_END_SESSION = Script.of(
-    _LUA_HELPERS
-    + """
-return end_session(ARGV[2], ARGV[3])
+# KEYS = the user's sessions, then one session key per ARGV sid -> how many were live.
+_END_SESSIONS = Script.of(
+    """
+local ended = 0
+for i, sid in ipairs(ARGV) do
+  ended = ended + redis.call('ZCARD', KEYS[i + 1])
+  redis.call('DEL', KEYS[i + 1])
+  redis.call('ZREM', KEYS[1], sid)
+end
+return ended
 """
 )
 
-# ARGV: prefix, username
-_END_ALL_SESSIONS = Script.of(
-    _LUA_HELPERS
-    + """
-local sessions = prefix .. 'user-sessions:' .. ARGV[2]
-local sids = redis.call('ZRANGE', sessions, 0, -1)
-for _, sid in ipairs(sids) do end_session(ARGV[2], sid) end
-redis.call('DEL', sessions)
-return #sids
-"""
-)
-
-# ARGV: prefix, counter key, lock seconds, user key (both keys without the prefix)
+# KEYS = failure counter, account; ARGV = lock seconds
 #   -> {attempts in this window, seconds left, stored password hash or false}
 _BEGIN_LOGIN = Script.of(
     """
-local key = ARGV[1] .. ARGV[2]
-local attempts = redis.call('INCR', key)
-local ttl = redis.call('TTL', key)
+local attempts = redis.call('INCR', KEYS[1])
+local ttl = redis.call('TTL', KEYS[1])
 if ttl < 0 then
-  redis.call('EXPIRE', key, ARGV[3])
-  ttl = tonumber(ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
 end
-return {attempts, ttl, redis.call('HGET', ARGV[1] .. ARGV[4], 'password')}
+return {attempts, ttl, redis.call('HGET', KEYS[2], 'password')}
 """
 )
 
-# ARGV: prefix, user key (without the prefix), password hash, created -> 1 created, 0 taken
+# KEYS = account; ARGV = password hash, created -> 1 when the account holds this very hash
+# (created now, or by a first run of this same call: a salted hash is never made twice).
 _CREATE_USER = Script.of(
     """
-local key = ARGV[1] .. ARGV[2]
-if redis.call('EXISTS', key) == 1 then return 0 end
-redis.call('HSET', key, 'password', ARGV[3], 'created', ARGV[4])
-return 1
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'password', ARGV[1], 'created', ARGV[2])
+end
+return redis.call('HGET', KEYS[1], 'password') == ARGV[1] and 1 or 0
 """
 )
 
@@ -162,21 +163,52 @@ class LoginAttempt:
 class RedisStore:
     """All of the service's Redis reads and writes, bound to one client and key prefix.
 
-    The hot commands (the allowlist check and every script) skip redis-py's per-command
-    machinery (pool bookkeeping, retry wrapper, observability hooks, response callbacks),
-    which costs more CPU than a small command itself: they run on bare connections from a
-    small stack of idle ones, one per concurrent request at most (threads or greenlets alike).
+    ``client`` is a ``redis.Redis`` (standalone, or Sentinel's ``master_for``) or a
+    ``RedisCluster``, or a function that builds one: a cluster client connects as it is made,
+    so it is made on first use and a cluster that is down at start-up is a 503, not a crash.
+    Commands go through redis-py's ``execute_command``, with its retry and reconnection. A
+    standalone or Sentinel client gives each thread its own single-connection client on the
+    shared pool (``Redis.client()``), which skips the pool's per-command checkout: the hot
+    allowlist check is CPU-bound on redis-py's side, not on Redis's.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self.client = client
+    def __init__(self, client: Client | Callable[[], Client], prefix: str) -> None:
+        self._client = client if isinstance(client, redis.Redis | RedisCluster) else None
+        self._connect = client if self._client is None else None
+        self._connect_lock = threading.Lock()
         self.prefix = prefix
-        self._idle: list[redis.connection.AbstractConnection] = []
+        self._threads = threading.local()
         self._pid = os.getpid()
 
-    def _pair_args(self, pair: TokenPair) -> list[str | int]:
+    @property
+    def client(self) -> Client:
+        """The shared client, built on first use when a builder was given."""
+        if self._client is None:
+            with self._connect_lock:
+                if self._client is None:
+                    try:
+                        self._client = self._connect()
+                    except redis.exceptions.RedisClusterException as error:
+                        raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from None
+        return self._client
+
+    def key(self, username: str, kind: str, name: str = "") -> str:
+        """``P{username}:kind[:name]``: the hash tag keeps one user's keys in one slot."""
+        base = f"{self.prefix}{{{username}}}:{kind}"
+        return f"{base}:{name}" if name else base
+
+    def _pair_keys(self, pair: TokenPair) -> list[str]:
+        user = pair.username
         return [
-            self.prefix,
+            self.key(user, "token", pair.access_jti),
+            self.key(user, "token", pair.refresh_jti),
+            self.key(user, "session", pair.session_id),
+            self.key(user, "sessions"),
+        ]
+
+    @staticmethod
+    def _pair_args(pair: TokenPair) -> list[str | int]:
+        return [
             pair.username,
             pair.session_id,
             int(time.time()),
@@ -189,111 +221,133 @@ class RedisStore:
     def record_tokens(self, pair: TokenPair, client_address: str | None = None) -> None:
         """Allowlist a new pair in its session; with ``client_address``, as a login's write,
         also clear that user's failure counter for the address (a success resets it)."""
-        reset_key = _attempts_key(pair.username, client_address) if client_address else ""
-        self._run(_ISSUE, *self._pair_args(pair), reset_key)
+        keys = self._pair_keys(pair)
+        if client_address:
+            keys.append(self.key(pair.username, "login-failures", client_address))
+        self._run(_ISSUE, keys, self._pair_args(pair))
 
-    def is_token_active(self, jti: str) -> bool:
-        """The allowlist check, paid on every authenticated request: one EXISTS."""
-        return bool(self._execute("EXISTS", self.prefix + "token:" + jti))
+    def is_token_active(self, username: str, session_id: str, jti: str) -> bool:
+        """The allowlist check, paid on every authenticated request: one EXISTS of the token's
+        record and its session's (ending a session deletes the latter)."""
+        token = self.key(username, "token", jti)
+        return self._command("EXISTS", token, self.key(username, "session", session_id)) == 2
 
     def rotate_refresh_token(self, old_jti: str, old_exp: int, new_pair: TokenPair) -> Rotation:
         """Spend ``old_jti`` and record ``new_pair``; on reuse, end the whole session instead."""
-        return Rotation(int(self._run(_ROTATE, *self._pair_args(new_pair), old_jti, old_exp)))
+        user = new_pair.username
+        keys = self._pair_keys(new_pair)
+        keys += [self.key(user, "token", old_jti), self.key(user, "spent", old_jti)]
+        args = [*self._pair_args(new_pair), old_jti, old_exp]
+        return Rotation(int(self._run(_ROTATE, keys, args)))
 
     def end_session(self, username: str, session_id: str) -> int:
         """Revoke every token of one session; returns how many records were in it."""
-        return int(self._run(_END_SESSION, self.prefix, username, session_id))
+        return self._end_sessions(username, [session_id])
 
     def end_all_sessions(self, username: str) -> int:
-        """Revoke every token of every session of ``username``; returns the session count."""
-        return int(self._run(_END_ALL_SESSIONS, self.prefix, username))
+        """Revoke every token of every session of ``username``; returns the session count.
+
+        Two round trips: the script must be given each session's key, so the session ids are
+        read first. A session a concurrent login starts in between lives on, as if that login
+        had come just after this call.
+        """
+        session_ids = self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
+        if session_ids:
+            self._end_sessions(username, session_ids)
+        return len(session_ids)
+
+    def _end_sessions(self, username: str, session_ids: list[str]) -> int:
+        keys = [self.key(username, "sessions")]
+        keys += [self.key(username, "session", sid) for sid in session_ids]
+        return int(self._run(_END_SESSIONS, keys, session_ids))
 
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
-        """Count this attempt and fetch the password hash: one script, one round trip."""
-        attempts, retry_after, password_hash = self._run(
-            _BEGIN_LOGIN,
-            self.prefix,
-            _attempts_key(username, address),
-            lock_seconds,
-            _user_key(username),
-        )
+        """Count this attempt and fetch the password hash: one script, one round trip.
+
+        (A resend after a broken connection may count one attempt twice: the safe side.)
+        """
+        keys = [self.key(username, "login-failures", address), self.key(username, "user")]
+        attempts, retry_after, password_hash = self._run(_BEGIN_LOGIN, keys, [lock_seconds])
+        if not password_hash:
+            password_hash = self._adopt_legacy_account(username)
         return LoginAttempt(int(attempts), int(retry_after), password_hash or None)
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account; False if the username is taken."""
-        return bool(
-            self._run(
-                _CREATE_USER, self.prefix, _user_key(username), password_hash, int(time.time())
-            )
-        )
+        if self._adopt_legacy_account(username):
+            return False
+        return self._create_user(username, password_hash, int(time.time()))
 
     def user_exists(self, username: str) -> bool:
         """Whether an account exists (used to seed demo users without re-hashing)."""
-        return bool(self.client.exists(self.prefix + _user_key(username)))
+        exists = self._command("EXISTS", self.key(username, "user"))
+        return bool(exists) or self._adopt_legacy_account(username) is not None
+
+    def _create_user(self, username: str, password_hash: str, created: int | str) -> bool:
+        keys = [self.key(username, "user")]
+        return bool(self._run(_CREATE_USER, keys, [password_hash, created]))
+
+    def _adopt_legacy_account(self, username: str) -> str | None:
+        """Move an account stored under the key name of earlier versions (``Puser:<name>``,
+        another cluster slot, so two steps: copy if absent, then delete); its password hash,
+        or None when there is none. Safe to run concurrently and to repeat."""
+        legacy_key = f"{self.prefix}user:{username}"
+        account = self._command("HGETALL", legacy_key)
+        if not account or "password" not in account:
+            return None
+        self._create_user(username, account["password"], account.get("created", int(time.time())))
+        self._command("DEL", legacy_key)
+        return self._command("HGET", self.key(username, "user"), "password")
 
     def ping(self) -> bool:
         """True when Redis answers; raises redis.RedisError when it does not."""
-        return bool(self.client.ping())
+        return bool(self._command("PING"))
 
-    def _run(self, script: Script, *args: str | int) -> Any:
-        """EVALSHA, loading the script first if this Redis does not know it (yet, or any more:
-        a restart or SCRIPT FLUSH forgets scripts)."""
+    def eviction_policies(self) -> set[str] | None:
+        """The ``maxmemory-policy`` of the Redis (every primary of a cluster), or None where
+        CONFIG is refused (managed services rename or forbid it)."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            nodes = [node.redis_connection for node in client.get_primaries()]
+        else:
+            nodes = [client]
+        policies = set()
+        for node in nodes:
+            try:
+                reported = node.config_get("maxmemory-policy")
+            except redis.ResponseError:
+                return None
+            if "maxmemory-policy" not in reported:
+                return None
+            policies.add(reported["maxmemory-policy"])
+        return policies
+
+    def _run(self, script: Script, keys: list[str], args: list[str | int]) -> Any:
+        """EVALSHA; EVAL when this Redis does not know the script (yet, or any more: a restart,
+        SCRIPT FLUSH or a failover to a node that never saw it), which also caches it there."""
         try:
-            return self._execute("EVALSHA", script.sha, 0, *args)
+            return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
-            self._execute("SCRIPT", "LOAD", script.source)
-            return self._execute("EVALSHA", script.sha, 0, *args)
+            return self._command("EVAL", script.source, len(keys), *keys, *args)
 
-    def _execute(self, *args: str | int) -> Any:
-        """One command, one round trip, on an idle connection of this process.
-
-        An idle connection may have been dropped by Redis (restart, timeout, CLIENT KILL)
-        while it waited: then the command is sent once more on a new connection, as redis-py's
-        own retry would. Should a script have run before its connection broke, the second
-        attempt sees its effects: a rotation then reports reuse and ends the session, the safe
-        side. A timeout is not retried: Redis is slow or gone, and the caller answers 503 now.
-        """
-        connection = self._checkout()
-        if connection is None:
-            return self._send(self._new_connection(), args)
+    def _command(self, *args: str | int) -> Any:
+        """One command, one round trip, through redis-py (its retry resends a command whose
+        connection broke; every script here is safe to run twice)."""
         try:
-            return self._send(connection, args)
-        except redis.ConnectionError:
-            return self._send(self._new_connection(), args)
+            return self._thread_client().execute_command(*args)
+        except redis.exceptions.RedisClusterException as error:  # e.g. no node reachable
+            raise redis.ConnectionError(f"Redis Cluster unavailable: {error}") from None
 
-    def _send(
-        self, connection: redis.connection.AbstractConnection, args: tuple[str | int, ...]
-    ) -> Any:
-        try:
-            connection.send_command(*args)
-            reply = connection.read_response()
-        except redis.ResponseError:
-            self._idle.append(connection)  # an error reply leaves the connection in sync
-            raise
-        except BaseException:
-            connection.disconnect()  # its state is unknown: never reuse it
-            raise
-        self._idle.append(connection)
-        return reply
-
-    def _checkout(self) -> redis.connection.AbstractConnection | None:
-        """An idle connection of this process, if any (a forked child never uses its
-        parent's)."""
+    def _thread_client(self) -> Client:
+        """This thread's single-connection client on the shared pool (a cluster client
+        routes each command itself). A forked child never uses its parent's."""
+        client = self.client
+        if not isinstance(client, redis.Redis):
+            return client
         if self._pid != os.getpid():
-            self._idle, self._pid = [], os.getpid()
+            self._threads, self._pid = threading.local(), os.getpid()
         try:
-            return self._idle.pop()
-        except IndexError:
-            return None
-
-    def _new_connection(self) -> redis.connection.AbstractConnection:
-        pool = self.client.connection_pool
-        return pool.connection_class(**pool.connection_kwargs)
-
-
-def _attempts_key(username: str, address: str) -> str:
-    return f"login-failures:{username}:{address}"
-
-
-def _user_key(username: str) -> str:
-    return f"user:{username}"
+            return self._threads.client
+        except AttributeError:
+            self._threads.client = client.client()
+            return self._threads.client

@@ -8,6 +8,8 @@ from flask import jsonify
 from global_state import get_settings
 from global_state import get_store
 from utils.errors import NotFound
+from utils.errors import ServiceUnavailable
+from utils.redis import NOEVICTION
 
 
 def healthz() -> Response:
@@ -16,8 +18,16 @@ def healthz() -> Response:
 
 
 def readyz() -> Response:
-    """200 when Redis answers; otherwise the RedisError becomes a 503 like everywhere else."""
-    get_store().ping()
+    """200 when Redis answers and keeps what it is given; otherwise a 503 (a RedisError
+    becomes one like everywhere else). An evicting Redis can revive revoked tokens or lose
+    accounts; a Redis that refuses CONFIG is not failed for it (start-up warned)."""
+    store = get_store()
+    store.ping()
+    policies = store.eviction_policies() or {NOEVICTION}
+    if policies != {NOEVICTION}:
+        raise ServiceUnavailable(
+            f"Redis maxmemory-policy is {', '.join(sorted(policies))}; it must be noeviction."
+        )
     return jsonify(status="ready")
 
 
