@@ -44,3 +44,8 @@ def get_store() -> RedisStore:
 def get_settings() -> Settings:
     """The validated settings the app was built with."""
     return get_state().settings
+
+
+def get_verifier() -> TokenVerifier:
+    """The app's token verifier (one key set, issuer and audience)."""
+    return get_state().verifier

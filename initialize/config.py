@@ -38,6 +38,10 @@ DEVELOPMENT_DEMO_USERS = "kesa:123"
 DEFAULT_TOKEN_LOOKUP = "header: Authorization, query: token, cookie: jwt, form: token"  # noqa: S105  # nosec B105
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 REDIS_MODES = ("standalone", "sentinel", "cluster")
+# RFC 6749 §2.3.1 form-encodes client credentials inside HTTP Basic; limiting them to characters
+# that encoding leaves alone means every client library's header compares equal.
+CLIENT_CREDENTIAL_PATTERN = re.compile(r"[A-Za-z0-9._~-]+")
+MIN_CLIENT_SECRET_LENGTH = 16
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
@@ -75,6 +79,7 @@ class Settings:
     cors_origins: tuple[str, ...]
     trusted_proxies: frozenset[str]
     max_content_length: int
+    introspection_clients: tuple[tuple[str, str], ...]
 
     @property
     def jwt_algorithm(self) -> str:
@@ -116,6 +121,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             environ.get("FORWARDED_ALLOW_IPS", DEFAULT_TRUSTED_PROXIES)
         ),
         max_content_length=_positive_int(environ, "MAX_CONTENT_LENGTH", 10 * 1024 * 1024),
+        introspection_clients=_introspection_clients(environ.get("INTROSPECTION_CLIENTS", "")),
     )
 
 
@@ -262,3 +268,25 @@ def _cors_origins(raw: str) -> tuple[str, ...]:
         if not re.fullmatch(r"https?://[^/\s]+", origin):
             raise ConfigError("CORS_ORIGINS", f"has an invalid origin {origin!r}")
     return origins
+
+
+def _introspection_clients(raw: str) -> tuple[tuple[str, str], ...]:
+    """``id:secret,…`` for the resource servers that may call /oauth/introspect."""
+    clients = []
+    for entry in filter(None, (part.strip() for part in raw.split(","))):
+        client_id, _, secret = entry.partition(":")
+        if not CLIENT_CREDENTIAL_PATTERN.fullmatch(client_id) or not (
+            CLIENT_CREDENTIAL_PATTERN.fullmatch(secret)
+        ):
+            raise ConfigError(
+                "INTROSPECTION_CLIENTS",
+                "must be id:secret pairs separated by commas, of A-Z a-z 0-9 . _ ~ -",
+            )
+        if len(secret) < MIN_CLIENT_SECRET_LENGTH:
+            raise ConfigError(
+                "INTROSPECTION_CLIENTS",
+                f"has a secret shorter than {MIN_CLIENT_SECRET_LENGTH} characters "
+                f"(client {client_id!r})",
+            )
+        clients.append((client_id, secret))
+    return tuple(clients)

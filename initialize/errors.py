@@ -21,9 +21,14 @@ HTTP_MESSAGES = {
 }
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The one error shape of SPEC's "Errors" section."""
-    response = jsonify(code=int(status), message=message)
+def error_response(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    body_fields: dict[str, str] | None = None,
+) -> Response:
+    """The one error shape of SPEC's "Errors" section (OAuth errors add their own fields)."""
+    response = jsonify(code=int(status), message=message, **(body_fields or {}))
     response.status_code = int(status)
     response.headers.update(headers or {})
     return response
@@ -34,7 +39,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError) -> Response:
-        return error_response(error.status, error.message, error.headers)
+        return error_response(error.status, error.message, error.headers, error.body_fields)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error: HTTPException) -> Response | HTTPException:

@@ -43,6 +43,7 @@ SERVICE_VARIABLES = frozenset(
         "FORWARDED_ALLOW_IPS",
         "GUNICORN_THREADS",
         "GUNICORN_WORKER_CLASS",
+        "INTROSPECTION_CLIENTS",
         "JWT_ALGORITHM",
         "JWT_AUDIENCE",
         "JWT_ISSUER",

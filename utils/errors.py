@@ -16,6 +16,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.body_fields: dict[str, str] = {}
 
 
 class BadRequest(ApiError):
@@ -71,3 +72,21 @@ class ServiceUnavailable(ApiError):
 
     def __init__(self, message: str = "The token store is unavailable; try again shortly.") -> None:
         super().__init__(message, {"Retry-After": "5"})
+
+
+class OAuthError(ApiError):
+    """An RFC 6749 §5.2 error: the body carries ``error`` and ``error_description`` as well.
+
+    :param error: the RFC's code, such as ``invalid_grant``.
+    """
+
+    def __init__(
+        self,
+        error: str,
+        message: str,
+        status: int = HTTPStatus.BAD_REQUEST,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, headers)
+        self.status = status
+        self.body_fields = {"error": error, "error_description": message}

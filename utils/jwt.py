@@ -211,13 +211,18 @@ class TokenVerifier:
 
         Whether the token was revoked is the allowlist's question, not this method's.
         """
+        claims = self.verify_any(token)
+        if claims["type"] != expected_type:
+            raise Unauthorized(f"An {expected_type} token is required.", invalid_token=True)
+        return claims
+
+    def verify_any(self, token: str) -> dict[str, Any]:
+        """As :meth:`verify`, for a token of either type (introspection and revocation)."""
         claims = self.cache.get(token, time.time())
         if claims is None:
             claims = self._verify_signature_and_claims(token)
             if claims["type"] == ACCESS:  # a refresh token is spent once: caching it would
                 self.cache.put(token, claims)  # only push access tokens out
-        if claims["type"] != expected_type:
-            raise Unauthorized(f"An {expected_type} token is required.", invalid_token=True)
         return claims
 
     def _verify_signature_and_claims(self, token: str) -> dict[str, Any]:

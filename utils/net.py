@@ -7,6 +7,8 @@ saw: the last entry of X-Forwarded-For. From anyone else the header is ignored.
 
 from __future__ import annotations
 
+from werkzeug import Request
+
 DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
 
 
@@ -23,3 +25,8 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: frozens
         if last_hop:
             return last_hop[:64]
     return peer
+
+
+def request_client_address(request: Request, trusted: frozenset[str]) -> str:
+    """:func:`client_address` of a request (the login counter's and the sessions' address)."""
+    return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), trusted)

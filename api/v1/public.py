@@ -13,17 +13,13 @@ from flask import request
 
 from global_state import get_settings
 from global_state import get_store
+from utils import auth
 from utils.cookies import set_token_cookies
 from utils.errors import BadRequest
 from utils.errors import Conflict
-from utils.errors import TooManyAttempts
-from utils.errors import Unauthorized
 from utils.jwt import TokenPair
-from utils.jwt import issue_token_pair
-from utils.net import client_address
+from utils.net import request_client_address
 from utils.passwords import hash_password
-from utils.passwords import verify_password
-from utils.redis import Rotation
 from utils.users import check_new_password
 from utils.users import read_credentials
 
@@ -50,37 +46,13 @@ def register() -> tuple[Response, int]:
 def login() -> Response:
     """Check the credentials (form post or JSON) and issue an access and a refresh token."""
     username, password = read_credentials(_request_fields())
-    settings, store = get_settings(), get_store()
-    address = client_address(
-        request.remote_addr, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
-    )
-    attempt = store.begin_login(username, address, settings.login_lock_seconds)
-    if attempt.attempts > settings.login_max_failures:
-        raise TooManyAttempts(attempt.retry_after)
-    if not verify_password(attempt.password_hash, password):
-        raise Unauthorized("Please provide valid login details.")
-    pair = issue_token_pair(username, settings.access_token_ttl, settings.refresh_token_ttl)
-    store.record_tokens(pair, client_address=address)
-    return token_response(pair)
+    address = request_client_address(request, get_settings().trusted_proxies)
+    return token_response(auth.log_in(username, password, address))
 
 
 def refresh_token() -> Response:
     """Spend the presented refresh token for a new pair in the same session."""
-    claims, settings = g.jwt_claims, get_settings()
-    pair = issue_token_pair(
-        claims["username"],
-        settings.access_token_ttl,
-        settings.refresh_token_ttl,
-        session_id=claims["sid"],
-    )
-    outcome = get_store().rotate_refresh_token(claims["jti"], claims["exp"], pair)
-    if outcome is Rotation.REUSED:
-        raise Unauthorized(
-            "The refresh token was already used; its session has been ended.", invalid_token=True
-        )
-    if outcome is Rotation.REVOKED:
-        raise Unauthorized("The token has been revoked.", invalid_token=True)
-    return token_response(pair)
+    return token_response(auth.rotate(g.jwt_claims))
 
 
 def feed() -> Response:
@@ -98,8 +70,7 @@ def token_response(pair: TokenPair) -> Response:
         expiresIn=settings.access_token_ttl,
         refreshExpiresIn=settings.refresh_token_ttl,
     )
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
+    no_store(response)
     if settings.cookie_mode:
         set_token_cookies(
             response,
@@ -108,6 +79,13 @@ def token_response(pair: TokenPair) -> Response:
             settings.refresh_token_ttl,
             secure=not settings.is_development,
         )
+    return response
+
+
+def no_store(response: Response) -> Response:
+    """Mark an answer that carries tokens or token facts as never to be cached (RFC 6749 §5.1)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     return response
 
 

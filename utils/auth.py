@@ -1,0 +1,95 @@
+"""The account flows that several routes share: log in, rotate, and end a token's session.
+
+``/public/login`` and ``/oauth/token``'s password grant log in the same way, ``/public/refresh``
+and the refresh_token grant rotate the same way, and ``/user/logout`` and ``/oauth/revoke`` end a
+session the same way; only the shape of their answers differs, which stays in the handlers.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from global_state import get_state
+from utils.errors import TooManyAttempts
+from utils.errors import Unauthorized
+from utils.jwt import MAX_TOKEN_LENGTH
+from utils.jwt import TokenPair
+from utils.jwt import issue_token_pair
+from utils.passwords import verify_password
+from utils.redis import Rotation
+
+
+def log_in(username: str, password: str, address: str) -> TokenPair:
+    """Check the password (throttled per username and address) and start a session."""
+    state = get_state()
+    settings, store = state.settings, state.store
+    attempt = store.begin_login(username, address, settings.login_lock_seconds)
+    if attempt.attempts > settings.login_max_failures:
+        raise TooManyAttempts(attempt.retry_after)
+    if not verify_password(attempt.password_hash, password):
+        raise Unauthorized("Please provide valid login details.")
+    pair = issue_token_pair(username, settings.access_token_ttl, settings.refresh_token_ttl)
+    store.record_tokens(pair, client_address=address)
+    return pair
+
+
+def rotate(refresh_claims: dict[str, Any]) -> TokenPair:
+    """Spend a verified refresh token for a new pair in its session; reuse ends the session."""
+    state = get_state()
+    settings = state.settings
+    pair = issue_token_pair(
+        refresh_claims["username"],
+        settings.access_token_ttl,
+        settings.refresh_token_ttl,
+        session_id=refresh_claims["sid"],
+    )
+    outcome = state.store.rotate_refresh_token(refresh_claims["jti"], refresh_claims["exp"], pair)
+    if outcome is Rotation.REUSED:
+        raise Unauthorized(
+            "The refresh token was already used; its session has been ended.", invalid_token=True
+        )
+    if outcome is Rotation.REVOKED:
+        raise Unauthorized("The token has been revoked.", invalid_token=True)
+    return pair
+
+
+def end_session_of(claims: dict[str, Any]) -> int:
+    """End the session a verified token belongs to; returns how many token records it had."""
+    return get_state().store.end_session(claims["username"], claims["sid"])
+
+
+def verified_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a token of either type whose signature and claims hold, else None."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        return get_state().verifier.verify_any(token)
+    except Unauthorized:
+        return None
+
+
+def live_claims(token: str) -> dict[str, Any] | None:
+    """As :func:`verified_claims`, and the token is still on the allowlist (not revoked)."""
+    claims = verified_claims(token)
+    if claims is None:
+        return None
+    live = get_state().store.is_token_active(claims["username"], claims["sid"], claims["jti"])
+    return claims if live else None
+
+
+def is_introspection_client(
+    client_id: str | None, secret: str | None, clients: tuple[tuple[str, str], ...]
+) -> bool:
+    """Whether HTTP Basic credentials name a configured client, compared in constant time.
+
+    Every configured pair is compared, so the time taken says nothing about which part, or
+    which client, nearly matched.
+    """
+    given_id, given_secret = (client_id or "").encode(), (secret or "").encode()
+    matched = False
+    for known_id, known_secret in clients:
+        id_matches = hmac.compare_digest(given_id, known_id.encode())
+        secret_matches = hmac.compare_digest(given_secret, known_secret.encode())
+        matched |= id_matches & secret_matches
+    return matched
