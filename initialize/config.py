@@ -80,6 +80,8 @@ class Settings:
     trusted_proxies: frozenset[str]
     max_content_length: int
     introspection_clients: tuple[tuple[str, str], ...]
+    max_sessions_per_user: int
+    refresh_reuse_grace_seconds: int
 
     @property
     def jwt_algorithm(self) -> str:
@@ -122,6 +124,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         max_content_length=_positive_int(environ, "MAX_CONTENT_LENGTH", 10 * 1024 * 1024),
         introspection_clients=_introspection_clients(environ.get("INTROSPECTION_CLIENTS", "")),
+        max_sessions_per_user=_positive_int(environ, "MAX_SESSIONS_PER_USER", 100),
+        refresh_reuse_grace_seconds=_non_negative_int(environ, "REFRESH_REUSE_GRACE_SECONDS", 0),
     )
 
 
@@ -140,11 +144,20 @@ def _text(environ: Mapping[str, str], name: str, default: str) -> str:
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    return _integer(environ, name, default, minimum=1)
+
+
+def _non_negative_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    return _integer(environ, name, default, minimum=0)
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
     raw = environ.get(name)
     if raw is None or raw == "":
         return default
-    if not re.fullmatch(r"\s*\d+\s*", raw) or int(raw) <= 0:
-        raise ConfigError(name, f"must be a positive integer (got {raw!r})")
+    if not re.fullmatch(r"\s*\d+\s*", raw) or int(raw) < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+        raise ConfigError(name, f"must be {kind} (got {raw!r})")
     return int(raw)
 
 

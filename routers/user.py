@@ -22,4 +22,15 @@ def init_user_router() -> Blueprint:
     bp.add_url_rule(
         "/publish", view_func=access_required_changes_state(user.publish), methods=["POST"]
     )
+    bp.add_url_rule("/sessions", view_func=access_required(user.sessions), methods=["GET"])
+    bp.add_url_rule(
+        "/sessions/<session_id>",
+        view_func=access_required_changes_state(user.end_session),
+        methods=["DELETE"],
+    )
+    bp.add_url_rule(
+        "/password",
+        view_func=access_required_changes_state(user.change_password),
+        methods=["POST"],
+    )
     return bp

@@ -11,6 +11,7 @@ import redis
 
 from tests.conftest import service_client
 from utils.jwt import TokenPair
+from utils.net import Caller
 from utils.redis import RedisStore
 from utils.redis import Rotation
 
@@ -122,7 +123,7 @@ def test_login_attempts_count_and_expire(store, redis_client):
     attempt = store.begin_login("kesa", "127.0.0.1", 60)
     assert (attempt.attempts, attempt.password_hash) == (2, None)
     assert 0 < attempt.retry_after <= 60
-    store.record_tokens(make_pair(), client_address="127.0.0.1")
+    store.record_tokens(make_pair(), Caller("127.0.0.1", "curl"), reset_failures=True)
     assert store.begin_login("kesa", "127.0.0.1", 60).attempts == 1
 
 

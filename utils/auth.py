@@ -16,26 +16,39 @@ from utils.errors import Unauthorized
 from utils.jwt import MAX_TOKEN_LENGTH
 from utils.jwt import TokenPair
 from utils.jwt import issue_token_pair
+from utils.net import Caller
+from utils.passwords import hash_password
 from utils.passwords import verify_password
 from utils.redis import Rotation
 
 
-def log_in(username: str, password: str, address: str) -> TokenPair:
+def log_in(username: str, password: str, caller: Caller) -> TokenPair:
     """Check the password (throttled per username and address) and start a session."""
     state = get_state()
     settings, store = state.settings, state.store
-    attempt = store.begin_login(username, address, settings.login_lock_seconds)
+    check_password(username, password, caller)
+    pair = issue_token_pair(username, settings.access_token_ttl, settings.refresh_token_ttl)
+    store.record_tokens(
+        pair, caller, max_sessions=settings.max_sessions_per_user, reset_failures=True
+    )
+    return pair
+
+
+def check_password(username: str, password: str, caller: Caller) -> None:
+    """A login's check: counted per username and address, 429 beyond LOGIN_MAX_FAILURES,
+    401 for a wrong password or an unknown user (the same answer, at the same cost)."""
+    state = get_state()
+    settings = state.settings
+    attempt = state.store.begin_login(username, caller.address, settings.login_lock_seconds)
     if attempt.attempts > settings.login_max_failures:
         raise TooManyAttempts(attempt.retry_after)
     if not verify_password(attempt.password_hash, password):
         raise Unauthorized("Please provide valid login details.")
-    pair = issue_token_pair(username, settings.access_token_ttl, settings.refresh_token_ttl)
-    store.record_tokens(pair, client_address=address)
-    return pair
 
 
-def rotate(refresh_claims: dict[str, Any]) -> TokenPair:
-    """Spend a verified refresh token for a new pair in its session; reuse ends the session."""
+def rotate(refresh_claims: dict[str, Any], caller: Caller) -> TokenPair:
+    """Spend a verified refresh token for a new pair in its session; reuse ends the session
+    (but within REFRESH_REUSE_GRACE_SECONDS of the spending it gets a pair too)."""
     state = get_state()
     settings = state.settings
     pair = issue_token_pair(
@@ -44,7 +57,13 @@ def rotate(refresh_claims: dict[str, Any]) -> TokenPair:
         settings.refresh_token_ttl,
         session_id=refresh_claims["sid"],
     )
-    outcome = state.store.rotate_refresh_token(refresh_claims["jti"], refresh_claims["exp"], pair)
+    outcome = state.store.rotate_refresh_token(
+        refresh_claims["jti"],
+        refresh_claims["exp"],
+        pair,
+        caller,
+        reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
+    )
     if outcome is Rotation.REUSED:
         raise Unauthorized(
             "The refresh token was already used; its session has been ended.", invalid_token=True
@@ -52,6 +71,21 @@ def rotate(refresh_claims: dict[str, Any]) -> TokenPair:
     if outcome is Rotation.REVOKED:
         raise Unauthorized("The token has been revoked.", invalid_token=True)
     return pair
+
+
+def change_password(
+    claims: dict[str, Any], password: str, new_password: str, caller: Caller
+) -> int:
+    """Check the current password like a login, store the new one and end every other
+    session of the user (RFC 9700 §4.14.2); returns how many sessions ended."""
+    username = claims["username"]
+    check_password(username, password, caller)
+    ended = get_state().store.change_password(
+        username, hash_password(new_password), claims["sid"], caller
+    )
+    if ended < 0:  # the account was removed while the token lived
+        raise Unauthorized("Please provide valid login details.")
+    return ended
 
 
 def end_session_of(claims: dict[str, Any]) -> int:

@@ -1,4 +1,4 @@
-"""The client's address for the login-failure counter.
+"""Who is calling: the address for the login-failure counter and the session list.
 
 gunicorn leaves REMOTE_ADDR as the peer; behind a proxy listed in FORWARDED_ALLOW_IPS (the
 variable gunicorn's ``forwarded_allow_ips`` reads, same default) we take the address that proxy
@@ -7,9 +7,19 @@ saw: the last entry of X-Forwarded-For. From anyone else the header is ignored.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from werkzeug import Request
 
 DEFAULT_TRUSTED_PROXIES = "127.0.0.1,::1"
+MAX_USER_AGENT_LENGTH = 256
+
+
+class Caller(NamedTuple):
+    """Who a session's tokens were last issued to, as ``GET /user/sessions`` shows it."""
+
+    address: str
+    user_agent: str
 
 
 def parse_trusted_proxies(raw: str) -> frozenset[str]:
@@ -27,6 +37,7 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: frozens
     return peer
 
 
-def request_client_address(request: Request, trusted: frozenset[str]) -> str:
-    """:func:`client_address` of a request (the login counter's and the sessions' address)."""
-    return client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), trusted)
+def request_client(request: Request, trusted: frozenset[str]) -> Caller:
+    """Who is calling: the address (as :func:`client_address`) and the ``User-Agent``."""
+    address = client_address(request.remote_addr, request.headers.get("X-Forwarded-For"), trusted)
+    return Caller(address, request.headers.get("User-Agent", "")[:MAX_USER_AGENT_LENGTH])

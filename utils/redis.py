@@ -6,11 +6,14 @@ one user lives in one Redis Cluster slot and each multi-key change can be one at
 
 * ``P{u}:token:<jti>`` -> username, expiring exactly at the token's ``exp`` (the Go app's
   allowlist); a token is live while its record and its session's record both exist;
-* ``P{u}:spent:<jti>`` -> the refresh jti that replaced a refresh token spent once (reuse
-  detection, and recognising our own retried rotation);
+* ``P{u}:spent:<jti>`` -> ``"<new jti> <time>"``: the refresh jti that replaced a refresh token
+  spent once and when (reuse detection, the reuse grace window, and recognising our own
+  retried rotation);
 * ``P{u}:session:<sid>`` -> sorted set of the session's token jtis scored by ``exp``; ending a
   session deletes it, which revokes all its tokens at once (their own records then lapse at
   their ``exp``: a script may only touch keys it is given, and it cannot know them up front);
+* ``P{u}:session-meta:<sid>`` -> hash of what ``GET /user/sessions`` shows (created, refreshed,
+  expires, client address, user agent), expiring with the session's last token;
 * ``P{u}:sessions`` -> sorted set of the user's session ids scored by their last ``exp``;
 * ``P{u}:login-failures:<address>`` -> attempt counter with the lock window as TTL;
 * ``P{u}:user`` -> hash with the Argon2id ``password`` hash and ``created`` time. Accounts
@@ -36,6 +39,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from utils.jwt import TokenPair
+from utils.net import Caller
 
 Client = redis.Redis | RedisCluster
 NOEVICTION = "noeviction"
@@ -53,8 +57,9 @@ class Script(NamedTuple):
         return cls(source, digest.hexdigest())
 
 
-# KEYS[1..4] = access token, refresh token, session, user's sessions;
-# ARGV[1..7] = username, sid, now, access jti, access exp, refresh jti, refresh exp.
+# KEYS[1..5] = access token, refresh token, session, user's sessions, session meta;
+# ARGV[1..9] = username, sid, now, access jti, access exp, refresh jti, refresh exp, client
+# address, user agent.
 _RECORD_PAIR = """
 local function expire_no_earlier_than(key, at)
   if redis.call('EXPIRETIME', key) < at then redis.call('EXPIREAT', key, at) end
@@ -66,37 +71,60 @@ local function record_pair()
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4], ARGV[7], ARGV[6])
   expire_no_earlier_than(KEYS[3], latest)
+  redis.call('HSETNX', KEYS[5], 'createdAt', ARGV[3])
+  redis.call('HSET', KEYS[5], 'refreshedAt', ARGV[3], 'expiresAt', ARGV[7],
+             'clientAddress', ARGV[8], 'userAgent', ARGV[9])
+  expire_no_earlier_than(KEYS[5], latest)
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[3])
   redis.call('ZADD', KEYS[4], latest, ARGV[2])
   expire_no_earlier_than(KEYS[4], latest)
 end
 """
 
-# As _RECORD_PAIR, and KEYS[5] = a login's failure counter to clear (optional).
+# As _RECORD_PAIR, KEYS[6] = a login's failure counter to clear (optional), ARGV[10] = the most
+# sessions a user may have -> the ids of the least recently refreshed sessions beyond it (their
+# keys are not known here, so the caller ends them).
 _ISSUE = Script.of(
     _RECORD_PAIR
     + """
 record_pair()
-if KEYS[5] then redis.call('DEL', KEYS[5]) end
-return 1
+if KEYS[6] then redis.call('DEL', KEYS[6]) end
+local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[10])
+local beyond = {}
+if excess > 0 then
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[4], 0, excess)) do
+    if #beyond < excess and sid ~= ARGV[2] then beyond[#beyond + 1] = sid end
+  end
+end
+return beyond
 """
 )
 
-# As _RECORD_PAIR, and KEYS[5..6] = the presented refresh token's record and spent marker,
-# ARGV[8..9] = its jti and exp. A second run of the same rotation finds its own marker.
+# As _RECORD_PAIR, and KEYS[6..7] = the presented refresh token's record and spent marker,
+# ARGV[10..12] = its jti and exp, and the reuse grace window in seconds (0: none). A second run
+# of the same rotation finds its own marker; a reuse within the window records the new pair in
+# the still-live session (a resend of that records the same jtis again).
 _ROTATE = Script.of(
     _RECORD_PAIR
     + """
-local spent_by = redis.call('GET', KEYS[6])
+local spent = redis.call('GET', KEYS[7])
+local spent_by, spent_at
+if spent then spent_by, spent_at = string.match(spent, '^(%S+) (%d+)$') end
 if spent_by == ARGV[6] then return redis.call('EXISTS', KEYS[3]) end
-if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('DEL', KEYS[5]) == 1 then
-  redis.call('SET', KEYS[6], ARGV[6], 'EXAT', ARGV[9])
-  redis.call('ZREM', KEYS[3], ARGV[8])
+if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('DEL', KEYS[6]) == 1 then
+  redis.call('SET', KEYS[7], ARGV[6] .. ' ' .. ARGV[3], 'EXAT', ARGV[11])
+  redis.call('ZREM', KEYS[3], ARGV[10])
   record_pair()
   return 1
 end
-if spent_by then
-  redis.call('DEL', KEYS[3])
+if spent then
+  local grace = tonumber(ARGV[12])
+  if grace > 0 and spent_at and tonumber(ARGV[3]) - tonumber(spent_at) <= grace
+      and redis.call('EXISTS', KEYS[3]) == 1 then
+    record_pair()
+    return 2
+  end
+  redis.call('DEL', KEYS[3], KEYS[5])
   redis.call('ZREM', KEYS[4], ARGV[2])
   return -1
 end
@@ -104,16 +132,57 @@ return 0
 """
 )
 
-# KEYS = the user's sessions, then one session key per ARGV sid -> how many were live.
+# KEYS = the user's sessions, then each session's record and meta, in ARGV's sid order
+#   -> how many token records the sessions held.
 _END_SESSIONS = Script.of(
     """
 local ended = 0
 for i, sid in ipairs(ARGV) do
-  ended = ended + redis.call('ZCARD', KEYS[i + 1])
-  redis.call('DEL', KEYS[i + 1])
+  ended = ended + redis.call('ZCARD', KEYS[2 * i])
+  redis.call('DEL', KEYS[2 * i], KEYS[2 * i + 1])
   redis.call('ZREM', KEYS[1], sid)
 end
 return ended
+"""
+)
+
+# KEYS = the user's sessions, the session's record and meta; ARGV = sid, now
+#   -> 1 when it was a live session of the user and ended, 0 when it was none.
+_END_OWN_SESSION = Script.of(
+    """
+local last_exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not last_exp or tonumber(last_exp) <= tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# KEYS = session metas -> their fields, as flat lists (read only).
+_READ_SESSIONS = Script.of(
+    """
+local listed = {}
+for i, key in ipairs(KEYS) do listed[i] = redis.call('HGETALL', key) end
+return listed
+"""
+)
+
+# KEYS = account, failure counter, user's sessions, then each session's record and meta in
+# ARGV[3..]'s sid order; ARGV[1..2] = new password hash, now
+#   -> how many of those sessions were live (all end), or -1 when the account is gone.
+_CHANGE_PASSWORD = Script.of(
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'password', ARGV[1])
+redis.call('DEL', KEYS[2])
+local live = 0
+for i = 3, #ARGV do
+  local last_exp = redis.call('ZSCORE', KEYS[3], ARGV[i])
+  if last_exp and tonumber(last_exp) > tonumber(ARGV[2]) then live = live + 1 end
+  redis.call('DEL', KEYS[2 * i - 2], KEYS[2 * i - 1])
+  redis.call('ZREM', KEYS[3], ARGV[i])
+end
+return live
 """
 )
 
@@ -147,8 +216,25 @@ class Rotation(enum.Enum):
     """What happened to a presented refresh token."""
 
     ROTATED = 1
+    REUSED_IN_GRACE = 2  # presented again within REFRESH_REUSE_GRACE_SECONDS: a new pair
     REUSED = -1
     REVOKED = 0
+
+
+UNKNOWN_CALLER = Caller("", "")
+DEFAULT_MAX_SESSIONS = 100
+
+
+@dataclass(frozen=True)
+class Session:
+    """One live session of a user (a login and the refreshes that followed it)."""
+
+    id: str
+    created_at: int
+    refreshed_at: int
+    expires_at: int
+    client_address: str
+    user_agent: str
 
 
 @dataclass(frozen=True)
@@ -204,10 +290,11 @@ class RedisStore:
             self.key(user, "token", pair.refresh_jti),
             self.key(user, "session", pair.session_id),
             self.key(user, "sessions"),
+            self.key(user, "session-meta", pair.session_id),
         ]
 
     @staticmethod
-    def _pair_args(pair: TokenPair) -> list[str | int]:
+    def _pair_args(pair: TokenPair, caller: Caller) -> list[str | int]:
         return [
             pair.username,
             pair.session_id,
@@ -216,15 +303,29 @@ class RedisStore:
             pair.access_exp,
             pair.refresh_jti,
             pair.refresh_exp,
+            caller.address,
+            caller.user_agent,
         ]
 
-    def record_tokens(self, pair: TokenPair, client_address: str | None = None) -> None:
-        """Allowlist a new pair in its session; with ``client_address``, as a login's write,
-        also clear that user's failure counter for the address (a success resets it)."""
+    def record_tokens(
+        self,
+        pair: TokenPair,
+        caller: Caller = UNKNOWN_CALLER,
+        *,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        reset_failures: bool = False,
+    ) -> None:
+        """Allowlist a login's pair in a new session; with ``reset_failures``, also clear the
+        user's failure counter for the caller's address (a success resets it). Beyond
+        ``max_sessions``, the user's least recently refreshed sessions end (one more round
+        trip, only then)."""
         keys = self._pair_keys(pair)
-        if client_address:
-            keys.append(self.key(pair.username, "login-failures", client_address))
-        self._run(_ISSUE, keys, self._pair_args(pair))
+        if reset_failures:
+            keys.append(self.key(pair.username, "login-failures", caller.address))
+        args = [*self._pair_args(pair, caller), max_sessions]
+        beyond = self._run(_ISSUE, keys, args)
+        if beyond:
+            self._end_sessions(pair.username, beyond)
 
     def is_token_active(self, username: str, session_id: str, jti: str) -> bool:
         """The allowlist check, paid on every authenticated request: one EXISTS of the token's
@@ -232,17 +333,31 @@ class RedisStore:
         token = self.key(username, "token", jti)
         return self._command("EXISTS", token, self.key(username, "session", session_id)) == 2
 
-    def rotate_refresh_token(self, old_jti: str, old_exp: int, new_pair: TokenPair) -> Rotation:
-        """Spend ``old_jti`` and record ``new_pair``; on reuse, end the whole session instead."""
+    def rotate_refresh_token(
+        self,
+        old_jti: str,
+        old_exp: int,
+        new_pair: TokenPair,
+        caller: Caller = UNKNOWN_CALLER,
+        *,
+        reuse_grace_seconds: int = 0,
+    ) -> Rotation:
+        """Spend ``old_jti`` and record ``new_pair``; on reuse, end the whole session instead
+        (unless the reuse comes within ``reuse_grace_seconds`` of the spending)."""
         user = new_pair.username
         keys = self._pair_keys(new_pair)
         keys += [self.key(user, "token", old_jti), self.key(user, "spent", old_jti)]
-        args = [*self._pair_args(new_pair), old_jti, old_exp]
+        args = [*self._pair_args(new_pair, caller), old_jti, old_exp, reuse_grace_seconds]
         return Rotation(int(self._run(_ROTATE, keys, args)))
 
     def end_session(self, username: str, session_id: str) -> int:
         """Revoke every token of one session; returns how many records were in it."""
         return self._end_sessions(username, [session_id])
+
+    def end_own_session(self, username: str, session_id: str) -> bool:
+        """As :meth:`end_session`, only if ``session_id`` is a live session of ``username``."""
+        keys = self._session_keys(username, [session_id])
+        return bool(self._run(_END_OWN_SESSION, keys, [session_id, int(time.time())]))
 
     def end_all_sessions(self, username: str) -> int:
         """Revoke every token of every session of ``username``; returns the session count.
@@ -256,9 +371,48 @@ class RedisStore:
             self._end_sessions(username, session_ids)
         return len(session_ids)
 
-    def _end_sessions(self, username: str, session_ids: list[str]) -> int:
+    def list_sessions(self, username: str) -> list[Session]:
+        """The user's live sessions, newest first: their ids, then their records (two round
+        trips, read only)."""
+        live = self._command(
+            "ZRANGE", self.key(username, "sessions"), f"({int(time.time())}", "+inf", "BYSCORE"
+        )
+        if not live:
+            return []
+        keys = [self.key(username, "session-meta", sid) for sid in live]
+        records = self._run(_READ_SESSIONS, keys, [])
+        sessions = [
+            _session(sid, _pairs(flat)) for sid, flat in zip(live, records, strict=True) if flat
+        ]
+        return sorted(sessions, key=lambda session: session.created_at, reverse=True)
+
+    def change_password(
+        self, username: str, password_hash: str, keep_session: str, caller: Caller
+    ) -> int:
+        """Store a new hash, clear the caller's failure counter and end every other session of
+        the user in one script; returns how many live sessions ended (-1 if the account is
+        gone). A session a concurrent login starts after the ids are read lives on."""
+        others = [
+            sid
+            for sid in self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
+            if sid != keep_session
+        ]
+        keys = [
+            self.key(username, "user"),
+            self.key(username, "login-failures", caller.address),
+            *self._session_keys(username, others),
+        ]
+        return int(self._run(_CHANGE_PASSWORD, keys, [password_hash, int(time.time()), *others]))
+
+    def _session_keys(self, username: str, session_ids: list[str]) -> list[str]:
+        """The user's sessions set, then each session's record and meta key."""
         keys = [self.key(username, "sessions")]
-        keys += [self.key(username, "session", sid) for sid in session_ids]
+        for sid in session_ids:
+            keys += [self.key(username, "session", sid), self.key(username, "session-meta", sid)]
+        return keys
+
+    def _end_sessions(self, username: str, session_ids: list[str]) -> int:
+        keys = self._session_keys(username, session_ids)
         return int(self._run(_END_SESSIONS, keys, session_ids))
 
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
@@ -351,3 +505,19 @@ class RedisStore:
         except AttributeError:
             self._threads.client = client.client()
             return self._threads.client
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A flat ``[field, value, …]`` reply (HGETALL's, inside a script) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _session(session_id: str, fields: dict[str, str]) -> Session:
+    return Session(
+        id=session_id,
+        created_at=int(fields.get("createdAt", 0)),
+        refreshed_at=int(fields.get("refreshedAt", 0)),
+        expires_at=int(fields.get("expiresAt", 0)),
+        client_address=fields.get("clientAddress", ""),
+        user_agent=fields.get("userAgent", ""),
+    )

@@ -26,6 +26,22 @@ def read_credentials(fields: Mapping[str, Any]) -> tuple[str, str]:
     return username, password
 
 
+def read_password_change(fields: Mapping[str, Any]) -> tuple[str, str]:
+    """``(password, newPassword)`` from a form or JSON object; the new one must meet the
+    register rules. Raises BadRequest."""
+    password = fields.get("password")
+    new_password = fields.get("newPassword")
+    if not isinstance(password, str) or not isinstance(new_password, str):
+        raise BadRequest("Fields 'password' and 'newPassword' are required strings.")
+    for value in (password, new_password):
+        if not value or len(value) > MAX_PASSWORD_LENGTH or not _is_encodable(value):
+            raise BadRequest(
+                f"A password must be 1-{MAX_PASSWORD_LENGTH} characters of UTF-8 text."
+            )
+    check_new_password(new_password)
+    return password, new_password
+
+
 def check_new_password(password: str) -> None:
     """Registration's stricter rule: at least 8 characters (demo users are exempt)."""
     if len(password) < MIN_PASSWORD_LENGTH:

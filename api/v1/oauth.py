@@ -13,7 +13,8 @@ from flask import Response
 from flask import jsonify
 from flask import request
 
-from api.v1.public import no_store
+from api.v1.common import caller
+from api.v1.common import no_store
 from global_state import get_settings
 from global_state import get_verifier
 from utils import auth
@@ -23,7 +24,6 @@ from utils.errors import OAuthError
 from utils.errors import Unauthorized
 from utils.jwt import ACCESS
 from utils.jwt import REFRESH
-from utils.net import request_client_address
 from utils.users import read_credentials
 
 TOKEN_TYPE_NAMES = {ACCESS: "access_token", REFRESH: "refresh_token"}
@@ -37,12 +37,10 @@ def token() -> Response:
     try:
         if grant_type == "password":
             username, password = read_credentials(form)
-            settings = get_settings()
-            address = request_client_address(request, settings.trusted_proxies)
-            pair = auth.log_in(username, password, address)
+            pair = auth.log_in(username, password, caller())
         elif grant_type == "refresh_token":
             claims = get_verifier().verify(_required("refresh_token"), REFRESH)
-            pair = auth.rotate(claims)
+            pair = auth.rotate(claims, caller())
         else:
             raise OAuthError(
                 "unsupported_grant_type", "Only the password and refresh_token grants exist."

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
 
 from flask import Response
 from flask import g
 from flask import jsonify
-from flask import request
 
+from api.v1.common import caller
+from api.v1.common import no_store
+from api.v1.common import request_fields
 from global_state import get_settings
 from global_state import get_store
 from utils import auth
 from utils.cookies import set_token_cookies
-from utils.errors import BadRequest
 from utils.errors import Conflict
 from utils.jwt import TokenPair
-from utils.net import request_client_address
 from utils.passwords import hash_password
 from utils.users import check_new_password
 from utils.users import read_credentials
@@ -36,7 +34,7 @@ def ping() -> tuple[str, int, dict[str, str]]:
 
 def register() -> tuple[Response, int]:
     """Create an account from a form or JSON ``username`` and ``password``."""
-    username, password = read_credentials(_request_fields())
+    username, password = read_credentials(request_fields())
     check_new_password(password)
     if not get_store().create_user(username, hash_password(password)):
         raise Conflict("That username is taken.")
@@ -45,14 +43,13 @@ def register() -> tuple[Response, int]:
 
 def login() -> Response:
     """Check the credentials (form post or JSON) and issue an access and a refresh token."""
-    username, password = read_credentials(_request_fields())
-    address = request_client_address(request, get_settings().trusted_proxies)
-    return token_response(auth.log_in(username, password, address))
+    username, password = read_credentials(request_fields())
+    return token_response(auth.log_in(username, password, caller()))
 
 
 def refresh_token() -> Response:
     """Spend the presented refresh token for a new pair in the same session."""
-    return token_response(auth.rotate(g.jwt_claims))
+    return token_response(auth.rotate(g.jwt_claims, caller()))
 
 
 def feed() -> Response:
@@ -80,20 +77,3 @@ def token_response(pair: TokenPair) -> Response:
             secure=not settings.is_development,
         )
     return response
-
-
-def no_store(response: Response) -> Response:
-    """Mark an answer that carries tokens or token facts as never to be cached (RFC 6749 §5.1)."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
-
-
-def _request_fields() -> Mapping[str, Any]:
-    """A JSON object body, or the form fields."""
-    if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise BadRequest("The JSON body must be an object.")
-        return body
-    return request.form

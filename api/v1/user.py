@@ -1,4 +1,4 @@
-"""Handlers behind an access token: welcome, logout, logout-all and publish."""
+"""Handlers behind an access token: welcome, logout, logout-all, publish, sessions, password."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from flask import jsonify
 from flask import make_response
 from flask import request
 
+from api.v1.common import caller
+from api.v1.common import no_store
+from api.v1.common import request_fields
 from global_state import get_settings
 from global_state import get_store
+from utils import auth
 from utils.cookies import clear_token_cookies
 from utils.errors import BadRequest
+from utils.errors import NotFound
+from utils.users import read_password_change
 
 TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 MAX_TITLE_LENGTH = 200
@@ -35,6 +41,39 @@ def logout_all() -> Response:
     """End every session of this user."""
     ended = get_store().end_all_sessions(g.username)
     return _without_cookies(jsonify(message="All sessions ended", sessions=ended))
+
+
+def sessions() -> Response:
+    """The caller's live sessions, newest first; ``current`` marks the one of this token."""
+    current = g.jwt_claims["sid"]
+    listed = [
+        {
+            "id": session.id,
+            "current": session.id == current,
+            "createdAt": session.created_at,
+            "refreshedAt": session.refreshed_at,
+            "expiresAt": session.expires_at,
+            "clientAddress": session.client_address,
+            "userAgent": session.user_agent,
+        }
+        for session in get_store().list_sessions(g.username)
+    ]
+    return no_store(jsonify(sessions=listed))
+
+
+def end_session(session_id: str) -> Response:
+    """End one of the caller's sessions (a per-device sign-out); 404 if it is not theirs."""
+    if not get_store().end_own_session(g.username, session_id):
+        raise NotFound("No such session.")
+    response = jsonify(ended=session_id)
+    return _without_cookies(response) if session_id == g.jwt_claims["sid"] else response
+
+
+def change_password() -> Response:
+    """Check the current password, store the new one and end every other session."""
+    password, new_password = read_password_change(request_fields())
+    ended = auth.change_password(g.jwt_claims, password, new_password, caller())
+    return jsonify(endedSessions=ended)
 
 
 def publish() -> Response:
