@@ -88,3 +88,21 @@ def test_requests_reuse_connections(redis_server, real_redis):
     tokens = AuthActions(client).login()
     assert client.post("/user/logout", headers=BEARER(tokens["accessToken"])).status_code == 200
     assert connections_opened() == before
+
+
+def test_session_routes_cost_the_check_and_one_script(counted):
+    round_trips, tokens = counted
+    headers = BEARER(tokens["accessToken"])
+    round_trips("GET", "/user/sessions", headers=headers)  # loads the script
+    assert round_trips("GET", "/user/sessions", headers=headers) == 2
+    first = {"password": "123", "newPassword": "a-new-password"}
+    round_trips("POST", "/user/password", headers=headers, data=first)  # loads the script
+    again = {"password": "a-new-password", "newPassword": "another-password"}
+    # the check, the login counter's script, the change's script
+    assert round_trips("POST", "/user/password", headers=headers, data=again) == 3
+
+
+def test_oauth_grants_cost_what_login_and_refresh_cost(counted):
+    round_trips, _ = counted
+    grant = {"grant_type": "password", "username": "kesa", "password": "123"}
+    assert round_trips("POST", "/oauth/token", data=grant) == 2
