@@ -90,16 +90,16 @@ def test_requests_reuse_connections(redis_server, real_redis):
     assert connections_opened() == before
 
 
-def test_session_routes_cost_the_check_and_one_script(counted):
+def test_session_routes_read_ids_then_run_one_script(counted):
     round_trips, tokens = counted
     headers = BEARER(tokens["accessToken"])
     round_trips("GET", "/user/sessions", headers=headers)  # loads the script
-    assert round_trips("GET", "/user/sessions", headers=headers) == 2
+    assert round_trips("GET", "/user/sessions", headers=headers) == 3  # check, ids, records
     first = {"password": "123", "newPassword": "a-new-password"}
     round_trips("POST", "/user/password", headers=headers, data=first)  # loads the script
     again = {"password": "a-new-password", "newPassword": "another-password"}
-    # the check, the login counter's script, the change's script
-    assert round_trips("POST", "/user/password", headers=headers, data=again) == 3
+    # the check, the login counter's script, the session ids, the change's script
+    assert round_trips("POST", "/user/password", headers=headers, data=again) == 4
 
 
 def test_oauth_grants_cost_what_login_and_refresh_cost(counted):

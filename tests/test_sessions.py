@@ -271,10 +271,10 @@ def test_session_records_expire_with_the_last_token(make_app, redis_client):
     client = make_app(ACCESS_TOKEN_TTL="60", REFRESH_TOKEN_TTL="120").test_client()
     tokens = login(client)
     sid = sid_of(tokens["accessToken"])
-    meta_ttl = redis_client.ttl(f"jwt:session-meta:{sid}")
+    meta_ttl = redis_client.ttl(f"jwt:{{kesa}}:session-meta:{sid}")
     assert 0 < meta_ttl <= 120
     for key in redis_client.keys("jwt:*"):
-        if not key.startswith("jwt:user:"):
+        if not key.endswith(":user"):
             assert 0 < redis_client.ttl(key) <= 120, key
     client.post("/user/logout", headers=BEARER(tokens["accessToken"]))
-    assert redis_client.exists(f"jwt:session-meta:{sid}") == 0
+    assert redis_client.exists(f"jwt:{{kesa}}:session-meta:{sid}") == 0
