@@ -212,7 +212,7 @@ def test_scripts_are_reloaded_when_redis_forgets_them(redis_server, real_redis):
 def test_every_key_of_a_user_shares_one_cluster_slot(store, redis_client):
     """The hash tag: one user's keys hash alike, so each script's keys stay in one slot."""
     first = make_pair()
-    store.record_tokens(first, client_address="::1")
+    store.record_tokens(first, Caller("::1", "pytest"), reset_failures=True)
     store.rotate_refresh_token(
         first.refresh_jti, first.refresh_exp, make_pair(session_id=first.session_id)
     )
