@@ -166,10 +166,8 @@ class RedisStore:
     ``client`` is a ``redis.Redis`` (standalone, or Sentinel's ``master_for``) or a
     ``RedisCluster``, or a function that builds one: a cluster client connects as it is made,
     so it is made on first use and a cluster that is down at start-up is a 503, not a crash.
-    Commands go through redis-py's ``execute_command``, with its retry and reconnection. A
-    standalone or Sentinel client gives each thread its own single-connection client on the
-    shared pool (``Redis.client()``), which skips the pool's per-command checkout: the hot
-    allowlist check is CPU-bound on redis-py's side, not on Redis's.
+    With a ``redis.Redis``, each thread holds a single-connection client of the shared pool
+    (``Redis.client()``): see :meth:`_command`.
     """
 
     def __init__(self, client: Client | Callable[[], Client], prefix: str) -> None:
@@ -331,23 +329,45 @@ class RedisStore:
             return self._command("EVAL", script.source, len(keys), *keys, *args)
 
     def _command(self, *args: str | int) -> Any:
-        """One command, one round trip, through redis-py (its retry resends a command whose
-        connection broke; every script here is safe to run twice)."""
-        try:
-            return self._thread_client().execute_command(*args)
-        except redis.exceptions.RedisClusterException as error:  # e.g. no node reachable
-            raise redis.ConnectionError(f"Redis Cluster unavailable: {error}") from None
+        """One command, one round trip.
 
-    def _thread_client(self) -> Client:
-        """This thread's single-connection client on the shared pool (a cluster client
-        routes each command itself). A forked child never uses its parent's."""
+        A cluster client routes it by key (following MOVED/ASK, refreshing its slot map and
+        retrying after a failover). Otherwise the command goes down this thread's connection,
+        checked out of the client's pool once and parsed by the client's response callbacks:
+        redis-py's per-command wrapper (retry loop, metrics hooks) costs more CPU than the
+        allowlist's EXISTS itself. When that connection breaks (Redis restarted, a failover,
+        an idle connection dropped), the command is sent once more on a fresh checkout, which
+        connects anew with the pool's retry and backoff and, under Sentinel, asks where the
+        primary is now; every script here is safe to run twice. A timeout is not resent.
+        """
         client = self.client
-        if not isinstance(client, redis.Redis):
-            return client
-        if self._pid != os.getpid():
+        if isinstance(client, RedisCluster):
+            try:
+                return client.execute_command(*args)
+            except redis.exceptions.RedisClusterException as error:  # e.g. no node reachable
+                raise redis.ConnectionError(f"Redis Cluster unavailable: {error}") from None
+        try:
+            return self._send(client, args)
+        except redis.ConnectionError:
+            return self._send(client, args)
+
+    def _send(self, client: redis.Redis, args: tuple[str | int, ...]) -> Any:
+        """Send on this thread's connection; on any failure but an error reply (which leaves
+        the connection in step) hand the connection back to the pool, disconnected."""
+        if self._pid != os.getpid():  # a forked child never uses its parent's connections
             self._threads, self._pid = threading.local(), os.getpid()
         try:
-            return self._threads.client
+            single = self._threads.client
         except AttributeError:
-            self._threads.client = client.client()
-            return self._threads.client
+            single = self._threads.client = client.client()
+        connection = single.connection
+        try:
+            connection.send_command(*args)
+            return single.parse_response(connection, args[0])
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            del self._threads.client
+            connection.disconnect()
+            single.close()
+            raise
