@@ -174,6 +174,8 @@ class RedisStore:
         self._client = client if isinstance(client, redis.Redis | RedisCluster) else None
         self._connect = client if self._client is None else None
         self._connect_lock = threading.Lock()
+        # decided once: isinstance against RedisCluster is slow (a typing.Generic subclass)
+        self._standalone = client if isinstance(client, redis.Redis) else None
         self.prefix = prefix
         self._threads = threading.local()
         self._pid = os.getpid()
@@ -227,8 +229,8 @@ class RedisStore:
     def is_token_active(self, username: str, session_id: str, jti: str) -> bool:
         """The allowlist check, paid on every authenticated request: one EXISTS of the token's
         record and its session's (ending a session deletes the latter)."""
-        token = self.key(username, "token", jti)
-        return self._command("EXISTS", token, self.key(username, "session", session_id)) == 2
+        user = f"{self.prefix}{{{username}}}:"  # self.key(), inlined on the hot path
+        return self._command("EXISTS", user + "token:" + jti, user + "session:" + session_id) == 2
 
     def rotate_refresh_token(self, old_jti: str, old_exp: int, new_pair: TokenPair) -> Rotation:
         """Spend ``old_jti`` and record ``new_pair``; on reuse, end the whole session instead."""
@@ -290,10 +292,10 @@ class RedisStore:
         another cluster slot, so two steps: copy if absent, then delete); its password hash,
         or None when there is none. Safe to run concurrently and to repeat."""
         legacy_key = f"{self.prefix}user:{username}"
-        account = self._command("HGETALL", legacy_key)
-        if not account or "password" not in account:
+        password_hash, created = self._command("HMGET", legacy_key, "password", "created")
+        if password_hash is None:
             return None
-        self._create_user(username, account["password"], account.get("created", int(time.time())))
+        self._create_user(username, password_hash, created or int(time.time()))
         self._command("DEL", legacy_key)
         return self._command("HGET", self.key(username, "user"), "password")
 
@@ -333,17 +335,19 @@ class RedisStore:
 
         A cluster client routes it by key (following MOVED/ASK, refreshing its slot map and
         retrying after a failover). Otherwise the command goes down this thread's connection,
-        checked out of the client's pool once and parsed by the client's response callbacks:
-        redis-py's per-command wrapper (retry loop, metrics hooks) costs more CPU than the
-        allowlist's EXISTS itself. When that connection breaks (Redis restarted, a failover,
-        an idle connection dropped), the command is sent once more on a fresh checkout, which
-        connects anew with the pool's retry and backoff and, under Sentinel, asks where the
-        primary is now; every script here is safe to run twice. A timeout is not resent.
+        checked out of the client's pool once (``Redis.client()``), and its reply is taken as
+        the parser gives it (the commands here need no response callbacks): redis-py's
+        per-command wrapper (retry loop, metrics hooks, callbacks) costs a third of the
+        allowlist check's CPU, more than a request can spare (BENCHMARKS.md). When that
+        connection breaks (Redis restarted, a failover, an idle connection dropped), the
+        command is sent once more on a fresh checkout, which connects anew with the pool's
+        retry and backoff and, under Sentinel, asks where the primary is now; every script
+        here is safe to run twice. A timeout is not resent.
         """
-        client = self.client
-        if isinstance(client, RedisCluster):
+        client = self._standalone
+        if client is None:
             try:
-                return client.execute_command(*args)
+                return self.client.execute_command(*args)
             except redis.exceptions.RedisClusterException as error:  # e.g. no node reachable
                 raise redis.ConnectionError(f"Redis Cluster unavailable: {error}") from None
         try:
@@ -363,7 +367,7 @@ class RedisStore:
         connection = single.connection
         try:
             connection.send_command(*args)
-            return single.parse_response(connection, args[0])
+            return connection.read_response()
         except redis.ResponseError:
             raise
         except BaseException:
