@@ -1,15 +1,16 @@
 """The Redis client of REDIS_MODE, built in the factory, never at import time.
 
-Standalone: ``Redis.from_url``. Sentinel: ``Sentinel(...).master_for(...)``, whose connections
-ask the sentinels for the current primary on every (re)connect and drop a connection the
-moment it meets a demoted one (``READONLY``). Cluster: ``RedisCluster``, which follows
-``MOVED``/``ASK`` and refreshes its slot map after a failover; it connects as it is made, so
-the store makes it on first use.
+Standalone: ``Redis.from_url``. Sentinel: ``Sentinel(...).master_for(...)``, whose pool asks
+the sentinels for the current primary whenever it hands out a connection that must connect,
+and whose connections drop themselves the moment they meet a demoted primary (``READONLY``).
+Cluster: ``RedisCluster``, which follows ``MOVED``/``ASK`` and refreshes its slot map after a
+failover; it connects as it is made, so the store makes it on first use.
 
 Every connection has a socket timeout, so a paused or hung Redis is a 503 in bounded time.
-A command whose connection broke (reset, refused, a demoted primary) is sent again a few
-times, 50-500 ms apart, which rides out a restart or the tail of a failover inside one
-request; a timeout is not retried: Redis is slow, and the request answers 503 now.
+Connecting is retried twice on refusal, 0-250 ms apart, and the store resends a command whose
+connection broke once (utils.redis), which rides out a restart or the tail of a failover
+inside one request (a 503 then takes 0.2-0.6 s when Redis is down); a timeout is not retried:
+Redis is slow, and the request answers 503 now.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from utils.redis import Client
 from utils.redis import RedisStore
 
 HEALTH_CHECK_SECONDS = 30
-RETRIES = 3
+RETRIES = 2
 RETRY_BASE_SECONDS = 0.05
-RETRY_CAP_SECONDS = 0.5
+RETRY_CAP_SECONDS = 0.25
 
 
 def build_redis_client(settings: Settings) -> Client | Callable[[], Client]:

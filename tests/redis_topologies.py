@@ -208,14 +208,16 @@ def start_sentinel_group(directory: Path) -> SentinelGroup:
             lambda: _node(group.replica).info("replication")["master_link_status"] == "up",
             "the replica in sync",
         )
-        for _ in range(3):
+        # Staggered down-after times: three sentinels that judge the primary down at the same
+        # moment each vote for themselves, and the election waits 2 x failover-timeout.
+        for down_after in (NODE_TIMEOUT_MS, NODE_TIMEOUT_MS + 400, NODE_TIMEOUT_MS + 800):
             port = free_port()
             config = directory / f"sentinel-{port}.conf"
             config.write_text(
                 f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
                 f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {group.primary} 2\n"
-                f"sentinel down-after-milliseconds {SENTINEL_MASTER} {NODE_TIMEOUT_MS}\n"
-                f"sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
+                f"sentinel down-after-milliseconds {SENTINEL_MASTER} {down_after}\n"
+                f"sentinel failover-timeout {SENTINEL_MASTER} 2000\n"
             )
             group.start(port, [sentinel_binary, str(config)])
             group.sentinels.append(port)

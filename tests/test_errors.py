@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import fakeredis
 import pytest
+import redis
 
 from initialize import create_app
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
 from tests.conftest import free_port
+from tests.conftest import start_redis_server
 
 BEARER = AuthActions.bearer
+KESA = {"username": "kesa", "password": "123"}
+ZED = {"username": "zed", "password": "long-enough"}
 
 
 def test_unknown_path_is_json_404(client):
@@ -145,6 +152,50 @@ class TestRedisDown:
         client = create_app({**DEV_ENV, "REDIS_URL": url}).test_client()
         self.assert_503(client.post("/public/login", data={"username": "kesa", "password": "123"}))
         self.assert_503(client.get("/readyz"))
+
+    def test_a_paused_redis_is_a_503_within_the_socket_timeout(self, tmp_path):
+        """A hung Redis (SIGSTOP) must not hang the worker: 503 once the timeout passes."""
+        server = start_redis_server(tmp_path)
+        try:
+            app = create_app({**DEV_ENV, "REDIS_URL": server.url, "REDIS_SOCKET_TIMEOUT": "0.5"})
+            client = app.test_client()
+            tokens = AuthActions(client).login()
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                self.assert_503(client.get("/user/welcome", headers=BEARER(tokens["accessToken"])))
+                assert time.monotonic() - started < 1.5  # one timeout, never resent
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            assert (
+                client.get("/user/welcome", headers=BEARER(tokens["accessToken"])).status_code
+                == 200
+            )
+        finally:
+            server.process.terminate()
+            server.process.wait(timeout=10)
+
+    def test_out_of_memory_under_noeviction_is_a_503_and_issues_nothing(self, tmp_path):
+        """A write Redis refuses (OOM) is a 503; a script runs whole or not at all, since
+        Redis checks memory at a script's first write only."""
+        server = start_redis_server(tmp_path)
+        try:
+            client = create_app({**DEV_ENV, "REDIS_URL": server.url}).test_client()
+            bearer = BEARER(AuthActions(client).login()["accessToken"])
+            admin = redis.Redis(port=server.port, decode_responses=True)
+            keys_before = admin.dbsize()
+            admin.config_set("maxmemory", "1")  # with noeviction, every write is refused
+            try:
+                self.assert_503(client.post("/public/login", data=KESA))
+                self.assert_503(client.post("/public/register", data=ZED))
+                assert admin.dbsize() == keys_before
+                assert client.get("/user/welcome", headers=bearer).status_code == 200  # a read
+            finally:
+                admin.config_set("maxmemory", "0")
+            assert client.post("/public/login", data=KESA).status_code == 200
+        finally:
+            server.process.terminate()
+            server.process.wait(timeout=10)
 
     def test_demo_users_are_seeded_once_redis_returns(self):
         server = fakeredis.FakeServer()

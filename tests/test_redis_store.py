@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -10,10 +11,12 @@ import pytest
 import redis
 
 from tests.conftest import service_client
+from utils import redis as redis_store
 from utils.jwt import TokenPair
 from utils.net import Caller
 from utils.redis import RedisStore
 from utils.redis import Rotation
+from utils.redis import Script
 
 
 def make_pair(
@@ -282,3 +285,19 @@ def test_accounts_under_the_old_key_names_are_moved_on_first_use(store, redis_cl
         }
     assert store.begin_login("ben", "::1", 60).password_hash == "ben-hash"
     assert store.begin_login("dan", "::1", 60).password_hash is None
+
+
+def test_every_script_touches_only_the_keys_it_is_given():
+    """Redis Cluster routes a script by its KEYS: a key built inside the script could live
+    in another slot (or node) and is not declared to Redis. Every command's key is a KEYS[i]."""
+    scripts = [value for value in vars(redis_store).values() if isinstance(value, Script)]
+    assert len(scripts) == 5
+    for script in scripts:
+        calls = re.findall(r"redis\.call\('(\w+)',\s*([^,)]+)", script.source)
+        # the one helper taking a key is called with KEYS[i] only
+        calls += re.findall(r"(expire_no_earlier_than)\(([^,)]+)", script.source)
+        assert calls
+        for command, first_argument in calls:
+            if first_argument == "key":  # inside expire_no_earlier_than(key, at)
+                continue
+            assert re.fullmatch(r"KEYS\[[^\]]+\]", first_argument), (command, first_argument)

@@ -252,16 +252,16 @@ class RedisStore:
     ``client`` is a ``redis.Redis`` (standalone, or Sentinel's ``master_for``) or a
     ``RedisCluster``, or a function that builds one: a cluster client connects as it is made,
     so it is made on first use and a cluster that is down at start-up is a 503, not a crash.
-    Commands go through redis-py's ``execute_command``, with its retry and reconnection. A
-    standalone or Sentinel client gives each thread its own single-connection client on the
-    shared pool (``Redis.client()``), which skips the pool's per-command checkout: the hot
-    allowlist check is CPU-bound on redis-py's side, not on Redis's.
+    With a ``redis.Redis``, each thread holds a single-connection client of the shared pool
+    (``Redis.client()``): see :meth:`_command`.
     """
 
     def __init__(self, client: Client | Callable[[], Client], prefix: str) -> None:
         self._client = client if isinstance(client, redis.Redis | RedisCluster) else None
         self._connect = client if self._client is None else None
         self._connect_lock = threading.Lock()
+        # decided once: isinstance against RedisCluster is slow (a typing.Generic subclass)
+        self._standalone = client if isinstance(client, redis.Redis) else None
         self.prefix = prefix
         self._threads = threading.local()
         self._pid = os.getpid()
@@ -330,8 +330,8 @@ class RedisStore:
     def is_token_active(self, username: str, session_id: str, jti: str) -> bool:
         """The allowlist check, paid on every authenticated request: one EXISTS of the token's
         record and its session's (ending a session deletes the latter)."""
-        token = self.key(username, "token", jti)
-        return self._command("EXISTS", token, self.key(username, "session", session_id)) == 2
+        user = f"{self.prefix}{{{username}}}:"  # self.key(), inlined on the hot path
+        return self._command("EXISTS", user + "token:" + jti, user + "session:" + session_id) == 2
 
     def rotate_refresh_token(
         self,
@@ -446,10 +446,10 @@ class RedisStore:
         another cluster slot, so two steps: copy if absent, then delete); its password hash,
         or None when there is none. Safe to run concurrently and to repeat."""
         legacy_key = f"{self.prefix}user:{username}"
-        account = self._command("HGETALL", legacy_key)
-        if not account or "password" not in account:
+        password_hash, created = self._command("HMGET", legacy_key, "password", "created")
+        if password_hash is None:
             return None
-        self._create_user(username, account["password"], account.get("created", int(time.time())))
+        self._create_user(username, password_hash, created or int(time.time()))
         self._command("DEL", legacy_key)
         return self._command("HGET", self.key(username, "user"), "password")
 
@@ -485,26 +485,50 @@ class RedisStore:
             return self._command("EVAL", script.source, len(keys), *keys, *args)
 
     def _command(self, *args: str | int) -> Any:
-        """One command, one round trip, through redis-py (its retry resends a command whose
-        connection broke; every script here is safe to run twice)."""
-        try:
-            return self._thread_client().execute_command(*args)
-        except redis.exceptions.RedisClusterException as error:  # e.g. no node reachable
-            raise redis.ConnectionError(f"Redis Cluster unavailable: {error}") from None
+        """One command, one round trip.
 
-    def _thread_client(self) -> Client:
-        """This thread's single-connection client on the shared pool (a cluster client
-        routes each command itself). A forked child never uses its parent's."""
-        client = self.client
-        if not isinstance(client, redis.Redis):
-            return client
-        if self._pid != os.getpid():
+        A cluster client routes it by key (following MOVED/ASK, refreshing its slot map and
+        retrying after a failover). Otherwise the command goes down this thread's connection,
+        checked out of the client's pool once (``Redis.client()``), and its reply is taken as
+        the parser gives it (the commands here need no response callbacks): redis-py's
+        per-command wrapper (retry loop, metrics hooks, callbacks) costs a third of the
+        allowlist check's CPU, more than a request can spare (BENCHMARKS.md). When that
+        connection breaks (Redis restarted, a failover, an idle connection dropped), the
+        command is sent once more on a fresh checkout, which connects anew with the pool's
+        retry and backoff and, under Sentinel, asks where the primary is now; every script
+        here is safe to run twice. A timeout is not resent.
+        """
+        client = self._standalone
+        if client is None:
+            try:
+                return self.client.execute_command(*args)
+            except redis.exceptions.RedisClusterException as error:  # e.g. no node reachable
+                raise redis.ConnectionError(f"Redis Cluster unavailable: {error}") from None
+        try:
+            return self._send(client, args)
+        except redis.ConnectionError:
+            return self._send(client, args)
+
+    def _send(self, client: redis.Redis, args: tuple[str | int, ...]) -> Any:
+        """Send on this thread's connection; on any failure but an error reply (which leaves
+        the connection in step) hand the connection back to the pool, disconnected."""
+        if self._pid != os.getpid():  # a forked child never uses its parent's connections
             self._threads, self._pid = threading.local(), os.getpid()
         try:
-            return self._threads.client
+            single = self._threads.client
         except AttributeError:
-            self._threads.client = client.client()
-            return self._threads.client
+            single = self._threads.client = client.client()
+        connection = single.connection
+        try:
+            connection.send_command(*args)
+            return connection.read_response()
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            del self._threads.client
+            connection.disconnect()
+            single.close()
+            raise
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
