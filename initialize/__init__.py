@@ -20,6 +20,8 @@ from initialize.headers import register_response_headers
 from initialize.jwt_manager import init_jwt
 from initialize.redis import build_redis_client
 from routers import register_routers
+from utils.body import BodyGuard
+from utils.body import BodyJSONProvider
 from utils.jwt import TokenVerifier
 from utils.passwords import hash_password
 from utils.redis import RedisStore
@@ -42,6 +44,8 @@ def create_app(
     settings = load_settings(os.environ if environ is None else environ)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.json = BodyJSONProvider(app)
+    app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_content_length)
     store = RedisStore(
         redis_client or build_redis_client(settings.redis_url), settings.redis_key_prefix
     )
