@@ -60,7 +60,7 @@ def install_json_errors() -> None:
 class _ScrubFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = scrub(record.getMessage()), ()
-        if record.exc_info:
+        if record.exc_info and record.exc_info[0] is not None:
             record.exc_text = frames_only(record.exc_info)
         return True
 

@@ -19,12 +19,15 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+from gunicorn.config import Config
+from gunicorn.http.errors import InvalidChunkSize
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
 from initialize import create_app
+from initialize.gunicorn_hooks import ScrubbingLogger
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
 from tests.conftest import RedisServer
@@ -327,6 +330,25 @@ def assert_clean_log(served: Served, *secrets: str, server_errors: bool = False)
     assert server_errors or not re.search(r'HTTP/1\.[01]" 5\d\d ', log), log
     for secret in (SECRET_PASSWORD, *secrets):
         assert secret not in log
+
+
+def test_gunicorns_error_log_keeps_no_quoted_request_bytes_and_no_exception_message(tmp_path):
+    config = Config()
+    config.set("errorlog", str(tmp_path / "error.log"))
+    log = ScrubbingLogger(config)
+    log.warning(f"Invalid request from ip=1.2.3.4: Invalid chunk size: {SECRET_PASSWORD!r}")
+    log.warning(f"Invalid request from ip=1.2.3.4: Invalid HTTP method: {SECRET_PASSWORD!r}")
+    both_quotes = SECRET_PASSWORD.encode() + b"'\""  # repr() escapes one kind of quote
+    log.warning(f"Invalid HTTP Header: {both_quotes!r}")
+    try:
+        raise InvalidChunkSize(SECRET_PASSWORD.encode())
+    except InvalidChunkSize:
+        log.exception("Error handling request /public/login")
+    text = (tmp_path / "error.log").read_text()
+    assert SECRET_PASSWORD not in text
+    assert "Invalid chunk size: [redacted]" in text
+    assert "gunicorn.http.errors.InvalidChunkSize (message withheld)" in text
+    assert __file__ in text  # the frames stay: they are code, not request data
 
 
 NESTED = b"[" * 1000 + b"]" * 1000
