@@ -20,6 +20,8 @@ from initialize.jwt_manager import init_jwt
 from initialize.redis import build_redis_client
 from initialize.redis import check_eviction_policy
 from routers import register_routers
+from utils.body import BodyGuard
+from utils.body import BodyJSONProvider
 from utils.jwt import TokenVerifier
 from utils.passwords import hash_password
 from utils.redis import Client
@@ -43,6 +45,8 @@ def create_app(
     settings = load_settings(os.environ if environ is None else environ)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+    app.json = BodyJSONProvider(app)
+    app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_content_length)
     store = RedisStore(redis_client or build_redis_client(settings), settings.redis_key_prefix)
     verifier = TokenVerifier(settings.keys, settings.jwt_issuer, settings.jwt_audience)
     app.extensions[EXTENSION_KEY] = AppState(settings, store, verifier)

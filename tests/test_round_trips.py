@@ -43,7 +43,8 @@ def counted(redis_server, real_redis):
         assert response.status_code < 400, response.get_json()
         return CountingConnection.sends
 
-    return round_trips, tokens
+    yield round_trips, tokens
+    pool.disconnect()  # the app keeps the pool until a garbage collection
 
 
 def test_an_authenticated_request_costs_one_round_trip(counted):
@@ -70,11 +71,11 @@ def test_logout_verifies_then_revokes(counted):
     assert round_trips("POST", "/user/logout", headers=BEARER(tokens["accessToken"])) == 2
 
 
-def test_requests_reuse_connections(redis_server, real_redis):
+def test_requests_reuse_connections(request, redis_server, real_redis):
     """No new Redis connection per request: the hot paths keep their connections open."""
-    client = create_app(
-        DEV_ENV, redis_client=redis.Redis.from_url(redis_server.url, decode_responses=True)
-    ).test_client()
+    service_redis = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    request.addfinalizer(service_redis.close)  # the app keeps it until a garbage collection
+    client = create_app(DEV_ENV, redis_client=service_redis).test_client()
     tokens = AuthActions(client).login()
 
     def connections_opened() -> int:
