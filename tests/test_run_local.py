@@ -15,9 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,6 +34,7 @@ from tests.conftest import DEV_ENV
 from tests.conftest import SERVICE_VARIABLES
 from tests.conftest import AuthActions
 from tests.conftest import redis_server_binary
+from tests.loopback import http
 from utils.keys import generate_private_key_pem
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,21 +45,6 @@ STOP_TIMEOUT = 45.0
 
 
 BEARER = AuthActions.bearer
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http(method: str, url: str, *, data: dict | None = None, token: str | None = None):
-    """(status, body text) of one request to 127.0.0.1."""
-    assert url.startswith("http://127.0.0.1:")
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with NO_PROXY.open(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def pid_alive(pid: int) -> bool:

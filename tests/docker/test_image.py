@@ -14,9 +14,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,10 +27,10 @@ from tests.conftest import SERVICE_VARIABLES
 from tests.docker.engine import PrivateEngine
 from tests.docker.report import REPORT
 from tests.docker.standins import ensure_standin_images
+from tests.loopback import http
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "flask-jwt-redis:latest"
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 PASSWORD = "correct-horse-battery"
 
 
@@ -88,20 +85,6 @@ def built(engine: PrivateEngine) -> Built:
 
 
 # ------------------------------------------------------------------------------ HTTP helpers
-
-
-def http(method: str, url: str, *, data: dict | None = None, token: str | None = None):
-    """(status, body) of one request to 127.0.0.1."""
-    assert url.startswith("http://127.0.0.1:")
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with NO_PROXY.open(request, timeout=15) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def serving(base: str) -> bool:
