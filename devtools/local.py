@@ -39,6 +39,7 @@ from devtools.processes import start_redis_server
 from devtools.processes import stop_process
 from devtools.processes import wait_until
 from initialize import create_app as create_service_app
+from initialize.config import DEVELOPMENT_DEMO_USERS
 from initialize.config import DEVELOPMENT_SECRET
 from initialize.config import ConfigError
 from initialize.config import Settings
@@ -109,10 +110,11 @@ def read_options(environ: Mapping[str, str]) -> Options:
     if not timeout_text.isdigit():
         raise LocalError(f"STOP_TIMEOUT must be a number of seconds (got {timeout_text!r})", 2)
     data_dir = Path(environ.get("DATA_DIR") or ROOT / "data").resolve()
-    service_environ = {**environ, "PORT": port_text}
-    service_environ.setdefault("APP_ENV", "development")
-    if not service_environ["APP_ENV"]:
-        service_environ["APP_ENV"] = "development"
+    service_environ = {
+        **environ,
+        "PORT": port_text,
+        "APP_ENV": environ.get("APP_ENV") or "development",
+    }
     return Options(local_redis, int(port_text), data_dir, float(timeout_text), service_environ)
 
 
@@ -244,7 +246,11 @@ def signing_key_line(settings: Settings, environ: Mapping[str, str]) -> str:
 
 def banner(settings: Settings, environ: Mapping[str, str]) -> str:
     """The development banner: what is insecure about this instance."""
-    users = ", ".join(f"{name} / {password}" for name, password in settings.demo_users)
+    # Only the built-in demo user's password is public; DEMO_USERS' own stay unprinted.
+    users = ", ".join(
+        f"{name} / {password}" if f"{name}:{password}" == DEVELOPMENT_DEMO_USERS else name
+        for name, password in settings.demo_users
+    )
     return "\n".join(
         [
             "=" * 72,

@@ -330,9 +330,10 @@ def test_the_banner_tells_which_key_signs(tmp_path):
     text = banner(load_settings(development), development)
     assert "the built-in DEVELOPMENT secret" in text and "demo users: none" in text
 
-    own = {"APP_ENV": "development", "JWT_SECRET": "s" * 40}
+    own = {"APP_ENV": "development", "JWT_SECRET": "s" * 40, "DEMO_USERS": "amy:amy-secret-pw"}
     text = banner(load_settings(own), own)
     assert "HS256 secret from JWT_SECRET" in text and "s" * 40 not in text
+    assert "demo users: amy" in text and "amy-secret-pw" not in text
 
 
 # ------------------------------------------------ flask --app devtools.local, from another shell

@@ -245,9 +245,9 @@ def ensure_standin_images(run: Runner, docker: Runner) -> tuple[str, float]:
         build_distroless(work, run, docker)
         build_redis(work, docker)
     archive.parent.mkdir(parents=True, exist_ok=True)
-    for stale in archive.parent.glob("standins-*.tar*"):
-        stale.unlink()
-    partial = archive.with_suffix(".tar.partial")
+    for stale in archive.parent.glob("standins-*.tar"):
+        stale.unlink(missing_ok=True)  # made from other inputs
+    partial = archive.with_name(f"{archive.name}.{os.getpid()}.partial")  # runs may overlap
     docker(["save", "-o", str(partial), *IMAGES])
     partial.replace(archive)
     return "built and cached in " + str(archive), time.monotonic() - started
