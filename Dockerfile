@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # flask-jwt-redis image, multi-stage as in the Go tutorial (build in a full image, ship on
 # distroless). Build with ./build.sh, run with ./run.sh --docker (or docker compose up -d).
 #
@@ -53,7 +51,8 @@ ENV PATH=/venv/bin:$PATH \
 USER nonroot
 EXPOSE 9090
 
+# The probe follows BIND / PORT, as gunicorn.conf.py does (exec form: there is no shell).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["/venv/bin/python3", "-c", "import sys, urllib.request as r\nopener = r.build_opener(r.ProxyHandler({}))  # no proxy, even if HTTP_PROXY is set\ntry:\n    sys.exit(0 if opener.open('http://127.0.0.1:9090/healthz', timeout=4).status == 200 else 1)\nexcept Exception:\n    sys.exit(1)"]
+    CMD ["/venv/bin/python3", "-c", "import os, sys, urllib.request as r\n# Probe where gunicorn.conf.py binds: BIND, else 127.0.0.1:$PORT (a wildcard means loopback).\nhost, _, port = (os.environ.get(\"BIND\") or \"127.0.0.1:\" + (os.environ.get(\"PORT\") or \"9090\")).rpartition(\":\")\nhost = {\"\": \"127.0.0.1\", \"0.0.0.0\": \"127.0.0.1\", \"[::]\": \"[::1]\"}.get(host, host)\nopener = r.build_opener(r.ProxyHandler({}))  # no proxy, even if HTTP_PROXY is set\ntry:\n    sys.exit(0 if opener.open(f\"http://{host}:{port}/healthz\", timeout=4).status == 200 else 1)\nexcept Exception:\n    sys.exit(1)"]
 
 ENTRYPOINT ["/venv/bin/gunicorn", "-c", "gunicorn.conf.py", "main:app"]

@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # Build the flask-jwt-redis image (multi-stage Dockerfile: debian:12-slim -> distroless python3),
-# then prune the dangling images the build stage leaves behind, as the tutorial's script does.
+# then prune this project's dangling images, as the tutorial's script does.
+#
+#   ./build.sh [docker build options]     e.g. ./build.sh --network host --pull
+#
+# The build stage is kept under its own tag (flask-jwt-redis:build): untagged, the legacy
+# builder would leave it dangling and the prune would delete the cached dependency layer, so
+# every build would reinstall requirements.txt (and fail offline).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
 
 IMAGE=flask-jwt-redis:latest
+BUILD_STAGE=flask-jwt-redis:build
+LABEL=org.opencontainers.image.title=flask-jwt-redis
 
 case "${1:-}" in
-"") ;;
 -h | --help)
-    echo "Usage: ./build.sh    builds $IMAGE from ./Dockerfile, then runs 'docker image prune -f'"
+    cat <<USAGE
+Usage: ./build.sh [docker build options]
+  Builds $IMAGE from ./Dockerfile (the build stage is tagged $BUILD_STAGE, so its
+  layers stay cached), then prunes this project's dangling images. Options are passed to
+  both 'docker build' calls, e.g. --network host, --build-arg HTTPS_PROXY, --pull.
+USAGE
     exit 0
-    ;;
-*)
-    echo "build.sh: unknown argument: $1 (usage: ./build.sh)" >&2
-    exit 2
     ;;
 esac
 
@@ -30,7 +38,8 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 echo "build.sh: building $IMAGE" >&2
-docker build -t "$IMAGE" .
-echo "build.sh: pruning this project's dangling images (build-stage and replaced ones; others are left alone)" >&2
-docker image prune -f --filter "label=org.opencontainers.image.title=flask-jwt-redis"
+docker build "$@" --target build -t "$BUILD_STAGE" .
+docker build "$@" -t "$IMAGE" .
+echo "build.sh: pruning this project's dangling images (replaced ones; others are left alone)" >&2
+docker image prune -f --filter "label=$LABEL"
 echo "build.sh: done; start it with ./run.sh --docker" >&2

@@ -40,6 +40,7 @@ SERVICE_VARIABLES = frozenset(
         "CORS_ORIGINS",
         "DATA_DIR",
         "DEMO_USERS",
+        "DOCKER_PUBLISH",
         "FORWARDED_ALLOW_IPS",
         "GUNICORN_THREADS",
         "GUNICORN_WORKER_CLASS",

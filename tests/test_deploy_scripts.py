@@ -3,11 +3,13 @@
 No Docker engine is needed: a stand-in `docker` executable, first on PATH, records every call
 (one JSON array per line) and keeps a tiny state (networks, volumes, containers, images) so
 `inspect` answers like the real CLI. The scripts run in a temporary copy of the repository, so
-the real data/ directory is never touched.
+the real data/ directory is never touched. The same scripts run against a real engine in
+tests/docker/ (what a recording cannot show: that the image builds, serves, drains, persists).
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
@@ -16,6 +18,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,7 @@ APP_RUN = [
     "-e", "JWT_SECRET",
     "flask-jwt-redis:latest",
 ]  # fmt: skip
+APP_PORT = ["port", "flask-jwt-redis", "9090/tcp"]
 REDIS_RUN = [
     "run", "-d",
     "--name", "my-redis",
@@ -49,6 +53,7 @@ REDIS_RUN = [
 
 FAKE_DOCKER = r"""#!@PYTHON@
 # Stand-in for the docker CLI, written by tests/test_deploy_scripts.py.
+import http.server
 import json
 import os
 import sys
@@ -107,12 +112,24 @@ if args[0] == "run":
     if "container:" + name in state:
         sys.stderr.write("Conflict. The container name \"/%s\" is already in use\n" % name)
         sys.exit(125)
+    if "-p" in args:
+        state.add("publish:%s=%s" % (name, args[args.index("-p") + 1]))
     state.add("container:" + name); save(); print("c0ffee" + name); sys.exit(0)
+if args[0] == "port":
+    for item in state:
+        if item.startswith("publish:%s=" % args[1]):
+            host = item.split("=", 1)[1].rsplit(":", 1)[0]
+            if ":" in host:
+                print(host)
+            else:
+                print("0.0.0.0:%s\n[::]:%s" % (host, host))
+    sys.exit(0)
 if args[0] == "stop":
     print(args[-1]); sys.exit(0)
 if args[0] == "rm":
     for name in [a for a in args[1:] if not a.startswith("-")]:
         state.discard("container:" + name)
+        state = {item for item in state if not item.startswith("publish:%s=" % name)}
     save(); sys.exit(0)
 if args[0] == "build":
     state.add("image:" + args[args.index("-t") + 1]); save(); print("built (stand-in)"); sys.exit(0)
@@ -141,8 +158,10 @@ class FakeDocker:
         (self.dir / "state.json").write_text(json.dumps(sorted(state)))
 
     def state(self) -> list[str]:
+        """The objects that exist (without the recorded port mappings)."""
         path = self.dir / "state.json"
-        return json.loads(path.read_text()) if path.exists() else []
+        items = json.loads(path.read_text()) if path.exists() else []
+        return [item for item in items if not item.startswith("publish:")]
 
     def calls(self) -> list[list[str]]:
         path = self.dir / "calls.jsonl"
@@ -178,6 +197,7 @@ def repo(tmp_path: Path) -> Path:
         src = REPO / name
         if src.exists():
             shutil.copy2(src, copy / name)
+    shutil.copytree(REPO / "devtools", copy / "devtools", ignore=shutil.ignore_patterns("__py*"))
     return copy
 
 
@@ -216,6 +236,7 @@ def first_docker_up() -> list[list[str]]:
         ["container", "inspect", "my-redis"],
         REDIS_RUN,
         APP_RUN,
+        APP_PORT,
     ]
 
 
@@ -224,6 +245,7 @@ def first_docker_up() -> list[list[str]]:
 
 BUILD_CALLS = [
     ["info"],
+    ["build", "--target", "build", "-t", "flask-jwt-redis:build", "."],
     ["build", "-t", "flask-jwt-redis:latest", "."],
     ["image", "prune", "-f", "--filter", "label=org.opencontainers.image.title=flask-jwt-redis"],
 ]
@@ -243,11 +265,24 @@ def test_build_fails_early_and_clearly_without_an_engine(repo, docker):
     assert docker.calls() == [["info"]]
 
 
-def test_build_rejects_unknown_arguments(repo, docker):
-    result = run_script(repo, docker, "build.sh", "--bogus")
-    assert result.returncode == 2
-    assert "usage" in result.stderr.lower()
-    assert docker.calls() == []
+def test_build_passes_its_arguments_to_docker_build(repo, docker):
+    args = ["--network", "host", "--build-arg", "HTTPS_PROXY", "--pull"]
+    result = run_script(repo, docker, "build.sh", *args)
+    assert result.returncode == 0, result.stderr
+    assert docker.calls() == [
+        ["info"],
+        ["build", *args, "--target", "build", "-t", "flask-jwt-redis:build", "."],
+        ["build", *args, "-t", "flask-jwt-redis:latest", "."],
+        BUILD_CALLS[-1],
+    ]
+
+
+def test_build_keeps_the_build_stage_tagged_so_the_prune_keeps_its_cache(repo, docker):
+    result = run_script(repo, docker, "build.sh")
+    assert result.returncode == 0, result.stderr
+    assert "image:flask-jwt-redis:build" in docker.state()
+    prune = docker.calls()[-1]
+    assert prune[:3] == ["image", "prune", "-f"] and "-a" not in prune  # dangling ones only
 
 
 # ------------------------------------------------------------------------ run.sh --docker
@@ -307,6 +342,7 @@ def test_run_docker_second_time_recreates_containers_keeps_network_and_volume(re
         ["rm", "-f", "my-redis"],
         REDIS_RUN,
         APP_RUN,
+        APP_PORT,
     ]
 
 
@@ -324,8 +360,8 @@ def test_run_docker_without_the_image_builds_it_first(repo, docker):
     assert "./build.sh" in result.stderr
     calls = docker.calls()
     assert calls[:2] == [["info"], ["image", "inspect", "flask-jwt-redis:latest"]]
-    assert calls[2:5] == BUILD_CALLS
-    assert calls[-2:] == [REDIS_RUN, APP_RUN]
+    assert calls[2:6] == BUILD_CALLS
+    assert calls[-3:] == [REDIS_RUN, APP_RUN, APP_PORT]
 
 
 def test_generated_secret_is_private_reused_and_never_on_a_command_line(repo, docker):
@@ -398,6 +434,34 @@ def test_data_dir_override_holds_the_secret(repo, docker, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (elsewhere / "secret").is_file()
     assert not (repo / "data").exists()
+
+
+def test_the_published_address_is_the_tutorials_by_default_and_printed(repo, docker):
+    docker.mark("image:flask-jwt-redis:latest")
+    result = run_script(repo, docker, "run.sh", "--docker")
+    assert result.returncode == 0, result.stderr
+    assert "published on 0.0.0.0:19090 [::]:19090" in result.stderr
+    assert "curl http://127.0.0.1:19090/public/ping" in result.stderr
+
+
+def test_docker_publish_chooses_the_address_and_port(repo, docker):
+    docker.mark("image:flask-jwt-redis:latest")
+    env = {"DOCKER_PUBLISH": "127.0.0.1:28080"}
+    result = run_script(repo, docker, "run.sh", "--docker", env=env)
+    assert result.returncode == 0, result.stderr
+    app_run = docker.app_runs()[0]["argv"]
+    assert app_run[app_run.index("-p") + 1] == "127.0.0.1:28080:9090"
+    assert "published on 127.0.0.1:28080" in result.stderr
+    assert "every interface" not in result.stderr and "[::]" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["localhost:80", "19090:9090", "1.2.3.4:", "x"])
+def test_a_malformed_docker_publish_is_refused_before_anything_starts(repo, docker, value):
+    docker.mark("image:flask-jwt-redis:latest")
+    result = run_script(repo, docker, "run.sh", "--docker", env={"DOCKER_PUBLISH": value})
+    assert result.returncode == 1
+    assert "DOCKER_PUBLISH" in result.stderr
+    assert docker.calls() == [["info"]]
 
 
 def test_optional_settings_pass_by_name_only(repo, docker):
@@ -622,18 +686,62 @@ def test_dockerfile_final_stage(dockerfile):
     argv = json.loads(command)  # exec form: no shell in distroless
     assert argv[:2] == ["/venv/bin/python3", "-c"]
     compile(argv[2], "<healthcheck>", "exec")
-    assert "http://127.0.0.1:9090/healthz" in argv[2]
 
 
-def test_healthcheck_code_fails_when_nothing_listens(dockerfile, tmp_path):
+def test_dockerfile_needs_no_frontend_from_a_registry():
+    first = (REPO / "Dockerfile").read_text().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first), "a BuildKit frontend is fetched from a registry"
+
+
+def healthcheck(dockerfile, **environ: str) -> int:
+    """Exit status of the image's HEALTHCHECK code run here with ``environ``."""
     health = next(args for ins, args in stages(dockerfile)[-1] if ins == "HEALTHCHECK")
     code = json.loads(health.partition("CMD ")[2])[2]
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**env, **environ}, timeout=30, capture_output=True
+    )
+    return result.returncode
+
+
+@pytest.fixture
+def healthz_server():
+    """An HTTP server on a free loopback port answering 200 on /healthz only."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_healthcheck_probes_where_bind_or_port_say(dockerfile, healthz_server):
+    port = str(healthz_server)
+    assert healthcheck(dockerfile, BIND=f"0.0.0.0:{port}") == 0
+    assert healthcheck(dockerfile, BIND=f"127.0.0.1:{port}") == 0
+    assert healthcheck(dockerfile, PORT=port) == 0  # BIND unset: 127.0.0.1:$PORT
+    assert healthcheck(dockerfile, BIND="", PORT=port) == 0
+
+
+def test_healthcheck_fails_when_nothing_listens(dockerfile):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = code.replace("127.0.0.1:9090", f"127.0.0.1:{port}")
-    result = subprocess.run([sys.executable, "-c", code], timeout=30, capture_output=True)
-    assert result.returncode == 1
+    assert healthcheck(dockerfile, BIND=f"0.0.0.0:{port}") == 1
+    assert healthcheck(dockerfile, PORT=str(port)) == 1
 
 
 def test_no_secret_in_the_image_definition(dockerfile):
@@ -651,7 +759,7 @@ def test_no_secret_in_the_image_definition(dockerfile):
 
 def test_dockerignore_keeps_local_state_out_of_the_context():
     lines = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
-    for entry in (".venv", ".git", "data", "tests", ".pytest_cache"):
+    for entry in (".venv", ".git", "data", "tests", "devtools", ".pytest_cache"):
         assert entry in lines, entry
 
 

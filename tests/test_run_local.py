@@ -1,6 +1,6 @@
 """`./run.sh --local` for real: gunicorn, a private redis-server or the embedded stand-in,
 a login over HTTP, and a clean stop; plus the persistence of a session across a restart of a
-redis-server configured exactly as run.sh configures it (redis-local.conf).
+redis-server configured exactly as the local runner (devtools/local.py) configures it.
 
 Only 127.0.0.1 is used, every wait is bounded, and every process started here is stopped by
 its pid (or by the process group of the run.sh started here) in a finally block. The machine's
@@ -14,22 +14,28 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from devtools.local import LocalError
+from devtools.local import banner
+from devtools.local import choose_redis
+from devtools.local import read_options
+from devtools.local import serve
+from devtools.processes import free_port
+from devtools.processes import start_redis_server
+from devtools.processes import stop_process
+from devtools.processes import wait_until
 from initialize import create_app
+from initialize.config import load_settings
 from tests.conftest import DEV_ENV
 from tests.conftest import SERVICE_VARIABLES
 from tests.conftest import AuthActions
-from tests.conftest import free_port
 from tests.conftest import redis_server_binary
+from tests.loopback import http
+from utils.keys import generate_private_key_pem
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_SH = REPO / "run.sh"
@@ -39,21 +45,6 @@ STOP_TIMEOUT = 45.0
 
 
 BEARER = AuthActions.bearer
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http(method: str, url: str, *, data: dict | None = None, token: str | None = None):
-    """(status, body text) of one request to 127.0.0.1."""
-    assert url.startswith("http://127.0.0.1:")
-    body = urllib.parse.urlencode(data).encode() if data is not None else None
-    request = urllib.request.Request(url, data=body, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with NO_PROXY.open(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def pid_alive(pid: int) -> bool:
@@ -88,15 +79,6 @@ def session_members(sid: int) -> list[int]:
         if int(fields[3]) == sid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 class LocalRun:
@@ -252,55 +234,24 @@ def test_local_mode_with_the_embedded_stand_in(tmp_path):
 # -------------------------------------------------------------------------------- persistence
 
 
-class PrivateRedis:
-    """redis-server started exactly as run.sh starts it (redis-local.conf + per-instance args)."""
-
-    def __init__(self, exe: str, directory: Path) -> None:
-        self.exe = exe
-        self.dir = directory
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        argv = [self.exe, str(REPO / "redis-local.conf")]  # then run.sh's per-instance args:
-        argv += ["--port", str(self.port), "--dir", str(self.dir)]
-        argv += ["--pidfile", str(self.dir / "redis.pid"), "--logfile", str(self.dir / "redis.log")]
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def answers() -> bool:
-            assert self.proc.poll() is None, (self.dir / "redis.log").read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                    return s.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
-
-        assert wait_until(answers, 15, 0.1), "redis-server did not answer"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: redis-server flushes the AOF, then exits
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.proc = None
+def start_private_redis(directory: Path, port: int | None = None):
+    """redis-server started exactly as the local runner starts it (redis-local.conf + its args)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return start_redis_server(
+        redis_server_binary(),
+        directory,
+        str(REPO / "redis-local.conf"),
+        "--pidfile", str(directory / "redis.pid"),
+        "--logfile", str(directory / "redis.log"),
+        port=port,
+    )  # fmt: skip
 
 
 def test_a_session_survives_a_restart_of_the_private_redis(tmp_path):
-    exe = redis_server_binary()
-    server = PrivateRedis(exe, tmp_path / "redis-data")
+    directory = tmp_path / "redis-data"
+    server, port = start_private_redis(directory)
     try:
-        server.start()
-        url = f"redis://127.0.0.1:{server.port}/0"
+        url = f"redis://127.0.0.1:{port}/0"
         client = create_app({**DEV_ENV, "REDIS_URL": url}).test_client()
         response = client.post("/public/login", data={"username": "kesa", "password": "123"})
         assert response.status_code == 200, response.get_data(as_text=True)
@@ -308,9 +259,9 @@ def test_a_session_survives_a_restart_of_the_private_redis(tmp_path):
         welcome = client.get("/user/welcome", headers=BEARER(tokens["accessToken"]))
         assert welcome.get_data(as_text=True) == "Welcome ! kesa"
 
-        server.stop()
-        assert (tmp_path / "redis-data" / "appendonlydir").is_dir()
-        server.start()  # same port, same directory: it reloads the AOF
+        assert stop_process(server, 15) == 0  # SIGTERM: redis-server flushes the AOF
+        assert (directory / "appendonlydir").is_dir()
+        server, _ = start_private_redis(directory, port)  # same port and directory: AOF reload
 
         # a fresh app: nothing kept in memory
         client = create_app({**DEV_ENV, "REDIS_URL": url}).test_client()
@@ -324,4 +275,136 @@ def test_a_session_survives_a_restart_of_the_private_redis(tmp_path):
         welcome = client.get("/user/welcome", headers=BEARER(new_tokens["accessToken"]))
         assert welcome.get_data(as_text=True) == "Welcome ! kesa"
     finally:
-        server.stop()
+        stop_process(server, 15)
+
+
+# ------------------------------------------------------- the runner, imported (devtools/local.py)
+
+
+def test_options_default_to_development_and_refuse_bad_values(tmp_path):
+    options = read_options({"DATA_DIR": str(tmp_path)})
+    assert options.environ["APP_ENV"] == "development"
+    assert (options.local_redis, options.port) == ("auto", 9090)
+    assert options.state_file == tmp_path / "local-9090.json"
+    assert read_options({"APP_ENV": "production"}).environ["APP_ENV"] == "production"
+    for environ, variable in (
+        ({"LOCAL_REDIS": "sometimes"}, "LOCAL_REDIS"),
+        ({"PORT": "http"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"STOP_TIMEOUT": "soon"}, "STOP_TIMEOUT"),
+    ):
+        with pytest.raises(LocalError) as caught:
+            read_options(environ)
+        assert caught.value.status == 2 and str(caught.value).startswith(variable)
+
+
+def test_a_bad_setting_stops_the_runner_before_anything_starts(tmp_path):
+    options = read_options(
+        {"DATA_DIR": str(tmp_path), "LOCAL_REDIS": "private", "JWT_ALGORITHM": "ES256"}
+    )
+    with pytest.raises(LocalError) as caught:
+        serve(options)
+    assert str(caught.value) == (
+        "configuration error: JWT_PRIVATE_KEY_FILE is required with JWT_ALGORITHM=ES256"
+    )
+    assert list(tmp_path.iterdir()) == []  # no Redis started, no state written
+
+
+def test_redis_url_from_the_environment_is_used_as_is(tmp_path):
+    url = "redis://127.0.0.1:1/0"
+    chosen = choose_redis(read_options({"DATA_DIR": str(tmp_path), "REDIS_URL": url}))
+    assert (chosen.url, chosen.process) == (url, None)
+
+
+def test_the_banner_tells_which_key_signs(tmp_path):
+    key_file = tmp_path / "jwt.pem"
+    key_file.write_bytes(generate_private_key_pem("ES256"))
+    asymmetric = {"APP_ENV": "development", "JWT_ALGORITHM": "ES256"}
+    asymmetric["JWT_PRIVATE_KEY_FILE"] = str(key_file)
+    text = banner(load_settings(asymmetric), asymmetric)
+    assert f"ES256 private key from JWT_PRIVATE_KEY_FILE ({key_file})" in text
+    assert "DEVELOPMENT" not in text
+    assert "demo users: kesa / 123" in text
+
+    development = {"APP_ENV": "development", "DEMO_USERS": ""}
+    text = banner(load_settings(development), development)
+    assert "the built-in DEVELOPMENT secret" in text and "demo users: none" in text
+
+    own = {"APP_ENV": "development", "JWT_SECRET": "s" * 40, "DEMO_USERS": "amy:amy-secret-pw"}
+    text = banner(load_settings(own), own)
+    assert "HS256 secret from JWT_SECRET" in text and "s" * 40 not in text
+    assert "demo users: amy" in text and "amy-secret-pw" not in text
+
+
+# ------------------------------------------------ flask --app devtools.local, from another shell
+
+
+def flask_cli(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(REPO / ".venv" / "bin" / "flask"), "--app", "devtools.local", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_create_user_reaches_the_redis_of_the_running_local_instance(tmp_path):
+    redis_server_binary()
+    need_venv()
+    run = LocalRun(tmp_path, "private")
+    try:
+        run.wait_ready()
+        # another shell: no APP_ENV, no REDIS_URL, only the instance's PORT and DATA_DIR
+        env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+        env.update(PORT=str(run.port), DATA_DIR=str(run.data))
+        created = flask_cli(
+            "create-user", "alice", env=env, stdin="alice-password-1\nalice-password-1\n"
+        )
+        assert created.returncode == 0, created.stdout + created.stderr
+        assert "Created user 'alice'." in created.stdout
+        status, body = http(
+            "POST",
+            f"{run.base}/public/login",
+            data={"username": "alice", "password": "alice-password-1"},
+        )
+        assert status == 200, body
+
+        # the username is checked before the password is asked for
+        for name, message in (("alice", "already exists"), ("a!", "3-32 characters")):
+            refused = flask_cli("create-user", name, env=env)
+            assert refused.returncode == 1
+            assert message in refused.stderr and "Password" not in refused.stdout
+        assert run.signal(signal.SIGTERM) == 0, run.output()
+        assert not (run.data / f"local-{run.port}.json").exists(), "state removed at exit"
+    finally:
+        run.stop()
+
+
+def test_create_user_says_in_one_line_that_redis_does_not_answer(tmp_path):
+    need_venv()
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    port = free_port()  # nobody listens there
+    env.update(DATA_DIR=str(tmp_path), REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    result = flask_cli("create-user", "bob", env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "Password" not in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"Redis at 127.0.0.1:{port} did not answer" in lines[0]
+
+
+def test_generate_keys_needs_neither_redis_nor_a_key_configuration(tmp_path):
+    need_venv()
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    env.update(
+        DATA_DIR=str(tmp_path),
+        APP_ENV="production",  # and no JWT_SECRET: the service itself would refuse to start
+        JWT_ALGORITHM="RS256",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    target = tmp_path / "keys" / "jwt.pem"
+    result = flask_cli("generate-keys", "--algorithm", "EdDSA", str(target), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert load_settings({"JWT_ALGORITHM": "EdDSA", "JWT_PRIVATE_KEY_FILE": str(target)})

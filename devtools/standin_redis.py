@@ -1,13 +1,14 @@
 """Embedded, in-memory Redis stand-in for `./run.sh --local` when no Redis is available.
 
-    python -m initialize.standin_redis --port N [--port-file PATH]
+    python -m devtools.standin_redis --port N [--port-file PATH]
 
 Serves fakeredis's TCP server on 127.0.0.1 only (never another address). Nothing it holds is
 written anywhere: every user, session and token is lost when it stops. It is a convenience for
 trying the service on a machine without redis-server, never a deployment.
 
 `--port 0` lets the kernel pick a free port; `--port-file` receives the port actually bound
-once the server accepts connections (run.sh reads it). SIGTERM / SIGINT stop it cleanly.
+once the server accepts connections (devtools/local.py reads it). SIGTERM / SIGINT stop it
+cleanly.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ WARNING = """\
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m initialize.standin_redis",
+        prog="python -m devtools.standin_redis",
         description="In-memory Redis stand-in (fakeredis) on 127.0.0.1; nothing persists.",
     )
     parser.add_argument(
