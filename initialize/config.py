@@ -7,6 +7,7 @@ secret.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from utils.keys import hmac_key_set
 from utils.keys import load_private_key
 from utils.keys import load_public_key
 from utils.net import DEFAULT_TRUSTED_PROXIES
+from utils.net import AddressNetwork
+from utils.net import parse_networks
 from utils.net import parse_trusted_proxies
 from utils.users import USERNAME_PATTERN
 
@@ -37,6 +40,18 @@ DEVELOPMENT_DEMO_USERS = "kesa:123"
 # A lookup specification, not a password (bandit B105 and ruff S105 take it for one).
 DEFAULT_TOKEN_LOOKUP = "header: Authorization, query: token, cookie: jwt, form: token"  # noqa: S105  # nosec B105
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+LOG_FORMATS = ("json", "text")
+DEFAULT_METRICS_ALLOW_IPS = "127.0.0.1,::1"
+# The worker classes gunicorn ships that run this WSGI app with what requirements.txt installs.
+WORKER_CLASSES = ("sync", "gthread")
+DEFAULT_PORT = 9090
+MAX_PORT = 65535
+# Chosen by measurement (BENCHMARKS.md, "Worker model").
+DEFAULT_WORKER_CLASS = "gthread"
+DEFAULT_WORKERS = os.cpu_count() or 1
+DEFAULT_THREADS = 4
+# prometheus_client reads this variable itself; gunicorn.conf.py sets it (see there).
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
@@ -47,6 +62,16 @@ class ConfigError(ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"configuration error: {variable} {problem}")
         self.variable = variable
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What gunicorn.conf.py hands gunicorn: where to listen and how many workers and threads."""
+
+    bind: str
+    workers: int
+    threads: int
+    worker_class: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +94,10 @@ class Settings:
     cors_origins: tuple[str, ...]
     trusted_proxies: frozenset[str]
     max_content_length: int
+    log_format: str
+    metrics_allow_ips: tuple[AddressNetwork, ...]
+    metrics_dir: str | None
+    server: ServerSettings
 
     @property
     def jwt_algorithm(self) -> str:
@@ -111,6 +140,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             environ.get("FORWARDED_ALLOW_IPS", DEFAULT_TRUSTED_PROXIES)
         ),
         max_content_length=_positive_int(environ, "MAX_CONTENT_LENGTH", 10 * 1024 * 1024),
+        log_format=_choice(
+            environ, "LOG_FORMAT", "text" if app_env == "development" else "json", LOG_FORMATS
+        ),
+        metrics_allow_ips=_networks(environ, "METRICS_ALLOW_IPS", DEFAULT_METRICS_ALLOW_IPS),
+        metrics_dir=_metrics_dir(environ),
+        server=_server_settings(environ),
     )
 
 
@@ -221,3 +256,37 @@ def _cors_origins(raw: str) -> tuple[str, ...]:
         if not re.fullmatch(r"https?://[^/\s]+", origin):
             raise ConfigError("CORS_ORIGINS", f"has an invalid origin {origin!r}")
     return origins
+
+
+def _networks(environ: Mapping[str, str], name: str, default: str) -> tuple[AddressNetwork, ...]:
+    try:
+        return parse_networks(environ.get(name, default))
+    except ValueError as error:
+        raise ConfigError(name, str(error)) from None
+
+
+def _metrics_dir(environ: Mapping[str, str]) -> str | None:
+    """prometheus_client's multiprocess directory, which gunicorn.conf.py prepares."""
+    path = environ.get(METRICS_DIR_VARIABLE)
+    if path and not Path(path).is_dir():
+        raise ConfigError(METRICS_DIR_VARIABLE, f"is not a directory ({path!r})")
+    return path or None
+
+
+def _server_settings(environ: Mapping[str, str]) -> ServerSettings:
+    port = _positive_int(environ, "PORT", DEFAULT_PORT)
+    if port > MAX_PORT:
+        raise ConfigError("PORT", f"must be a TCP port number, 1-{MAX_PORT} (got {port})")
+    bind = environ.get("BIND") or f"127.0.0.1:{port}"
+    if not re.fullmatch(r"unix:\S+|(\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}", bind) or (
+        not bind.startswith("unix:") and not 0 < int(bind.rsplit(":", 1)[1]) <= MAX_PORT
+    ):
+        raise ConfigError("BIND", f"must be HOST:PORT, [IPv6]:PORT or unix:PATH (got {bind!r})")
+    return ServerSettings(
+        bind=bind,
+        workers=_positive_int(environ, "WEB_CONCURRENCY", DEFAULT_WORKERS),
+        threads=_positive_int(environ, "GUNICORN_THREADS", DEFAULT_THREADS),
+        worker_class=_choice(
+            environ, "GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS, WORKER_CLASSES
+        ),
+    )

@@ -13,6 +13,7 @@ from flask import request
 
 from global_state import get_settings
 from global_state import get_store
+from utils import audit
 from utils.cookies import set_token_cookies
 from utils.errors import BadRequest
 from utils.errors import Conflict
@@ -44,6 +45,7 @@ def register() -> tuple[Response, int]:
     check_new_password(password)
     if not get_store().create_user(username, hash_password(password)):
         raise Conflict("That username is taken.")
+    audit.audit(audit.REGISTERED, username)
     return jsonify(username=username), HTTPStatus.CREATED
 
 
@@ -56,11 +58,14 @@ def login() -> Response:
     )
     attempt = store.begin_login(username, address, settings.login_lock_seconds)
     if attempt.attempts > settings.login_max_failures:
+        audit.audit(audit.LOGIN_LOCKED, username)
         raise TooManyAttempts(attempt.retry_after)
     if not verify_password(attempt.password_hash, password):
+        audit.audit(audit.LOGIN_FAILED, username)
         raise Unauthorized("Please provide valid login details.")
     pair = issue_token_pair(username, settings.access_token_ttl, settings.refresh_token_ttl)
     store.record_tokens(pair, client_address=address)
+    audit.audit(audit.LOGIN_SUCCEEDED, username, pair.session_id)
     return token_response(pair)
 
 
@@ -75,11 +80,13 @@ def refresh_token() -> Response:
     )
     outcome = get_store().rotate_refresh_token(claims["jti"], claims["exp"], pair)
     if outcome is Rotation.REUSED:
+        audit.audit(audit.REFRESH_REUSE_DETECTED, claims["username"], claims["sid"])
         raise Unauthorized(
             "The refresh token was already used; its session has been ended.", invalid_token=True
         )
     if outcome is Rotation.REVOKED:
         raise Unauthorized("The token has been revoked.", invalid_token=True)
+    audit.audit(audit.REFRESHED, claims["username"], claims["sid"])
     return token_response(pair)
 
 

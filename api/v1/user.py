@@ -12,6 +12,7 @@ from flask import request
 
 from global_state import get_settings
 from global_state import get_store
+from utils import audit
 from utils.cookies import clear_token_cookies
 from utils.errors import BadRequest
 
@@ -28,12 +29,14 @@ def welcome() -> tuple[str, int, dict[str, str]]:
 def logout() -> Response:
     """End this session: its access and refresh tokens stop working at once."""
     get_store().end_session(g.username, g.jwt_claims["sid"])
+    audit.audit(audit.LOGOUT, g.username, g.jwt_claims["sid"])
     return _without_cookies(make_response(("Logout success", HTTPStatus.OK, TEXT)))
 
 
 def logout_all() -> Response:
     """End every session of this user."""
     ended = get_store().end_all_sessions(g.username)
+    audit.audit(audit.LOGOUT_ALL, g.username)
     return _without_cookies(jsonify(message="All sessions ended", sessions=ended))
 
 

@@ -1,0 +1,330 @@
+"""The OpenAPI 3.1 document of the service, kept next to the handlers it describes.
+
+Each route is one entry of :data:`OPERATIONS` built from a few shared pieces (the error shape,
+the token response, the ways a token can be presented), so a new route is a few lines here; a
+test checks that the document and Flask's URL map list the same routes and methods, the
+OpenAPI validator checks the document, and schemathesis checks the running service against it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+PROMETHEUS_TEXT = "text/plain; version=1.0.0; charset=utf-8"
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+}
+TOKENS_SCHEMA = {
+    "type": "object",
+    "required": ["accessToken", "refreshToken", "tokenType", "expiresIn", "refreshExpiresIn"],
+    "properties": {
+        "accessToken": {"type": "string"},
+        "refreshToken": {"type": "string"},
+        "tokenType": {"const": "Bearer"},
+        "expiresIn": {"type": "integer"},
+        "refreshExpiresIn": {"type": "integer"},
+    },
+}
+CREDENTIALS_SCHEMA = {
+    "type": "object",
+    "required": ["username", "password"],
+    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+}
+ERROR_MEANINGS = {
+    "400": "Missing or malformed fields.",
+    "401": "Bad credentials, or a token missing, malformed, expired, revoked or of the wrong type.",
+    "403": "A token taken from a cookie without the matching X-CSRF-Token header.",
+    "404": "Not found.",
+    "409": "The username is taken.",
+    "413": "The request body is over the limit.",
+    "429": "Too many failed logins for this username and client; see Retry-After.",
+    "503": "Redis is unreachable; see Retry-After.",
+}
+# Every route may answer these: a malformed request, a body over the limit, Redis failing.
+COMMON_ERRORS = ("400", "413", "503")
+
+
+def _text(description: str, example: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if example is not None:
+        schema["const"] = example
+    return {"description": description, "content": {TEXT: {"schema": schema}}}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    return {
+        status: {"$ref": f"#/components/responses/Error{status}"}
+        for status in sorted({*statuses, *COMMON_ERRORS})
+    }
+
+
+def _body(schema: dict[str, Any], *media_types: str) -> dict[str, Any]:
+    return {"required": True, "content": {media: {"schema": schema} for media in media_types}}
+
+
+def _operation(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    tags: tuple[str, ...],
+    security: list[dict[str, list[str]]] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "tags": list(tags),
+        "parameters": [{"$ref": "#/components/parameters/RequestId"}],
+        "responses": responses,
+    }
+    if security is not None:
+        operation["security"] = security
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+# How an access token may be presented (TOKEN_LOOKUP's defaults); the refresh route also takes
+# the jwt_refresh cookie. Optional routes list the anonymous alternative ({}).
+ACCESS_TOKEN = [{"bearer": []}, {"queryToken": []}, {"cookieToken": []}]
+REFRESH_TOKEN = [{"bearer": []}, {"queryToken": []}, {"refreshCookie": []}]
+OPTIONAL_ACCESS_TOKEN = [*ACCESS_TOKEN, {}]
+
+TOKENS = _json("An access and a refresh token (never cached).", TOKENS_SCHEMA)
+PUBLIC, USER, OPERATIONS_TAG = ("public",), ("user",), ("operations",)
+
+OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "/public/ping": {
+        "get": _operation(
+            "Liveness, in the tutorial's words.", {"200": _text("pong", "pong")}, tags=PUBLIC
+        ),
+    },
+    "/public/register": {
+        "post": _operation(
+            "Create an account (username 3-32 of A-Z a-z 0-9 _ . -, password 8-128 characters).",
+            {
+                "201": _json(
+                    "Created.",
+                    {
+                        "type": "object",
+                        "required": ["username"],
+                        "properties": {"username": {"type": "string"}},
+                    },
+                ),
+                **_errors("400", "409"),
+            },
+            tags=PUBLIC,
+            body=_body(CREDENTIALS_SCHEMA, FORM, JSON),
+        ),
+    },
+    "/public/login": {
+        "post": _operation(
+            "Check the credentials and issue a token pair in a new session.",
+            {"200": TOKENS, **_errors("400", "401", "429")},
+            tags=PUBLIC,
+            body=_body(CREDENTIALS_SCHEMA, FORM, JSON),
+        ),
+    },
+    "/public/refresh": {
+        method: _operation(
+            "Spend a refresh token for a new pair; a spent one presented again ends its session.",
+            {"200": TOKENS, **_errors("400", "401", "403")},
+            tags=PUBLIC,
+            security=REFRESH_TOKEN,
+        )
+        for method in ("get", "post")
+    },
+    "/public/feed": {
+        "get": _operation(
+            "The feed for everyone: user is null for anonymous callers.",
+            {
+                "200": _json(
+                    "The feed.",
+                    {
+                        "type": "object",
+                        "required": ["user", "items"],
+                        "properties": {
+                            "user": {"type": ["string", "null"]},
+                            "items": {"type": "array", "items": {"type": "object"}},
+                        },
+                    },
+                ),
+                **_errors("400", "401"),
+            },
+            tags=PUBLIC,
+            security=OPTIONAL_ACCESS_TOKEN,
+        ),
+    },
+    "/user/welcome": {
+        "get": _operation(
+            "Greet the token's user.",
+            {"200": _text("Welcome ! <username>"), **_errors("400", "401")},
+            tags=USER,
+            security=ACCESS_TOKEN,
+        ),
+    },
+    "/user/logout": {
+        method: _operation(
+            "End this session: its access and refresh tokens stop working at once.",
+            {"200": _text("Logout success", "Logout success"), **_errors("400", "401", "403")},
+            tags=USER,
+            security=ACCESS_TOKEN,
+        )
+        for method in ("get", "post")
+    },
+    "/user/logout-all": {
+        "post": _operation(
+            "End every session of this user.",
+            {
+                "200": _json(
+                    "The sessions ended.",
+                    {
+                        "type": "object",
+                        "required": ["message", "sessions"],
+                        "properties": {
+                            "message": {"type": "string"},
+                            "sessions": {"type": "integer"},
+                        },
+                    },
+                ),
+                **_errors("400", "401", "403"),
+            },
+            tags=USER,
+            security=ACCESS_TOKEN,
+        ),
+    },
+    "/user/publish": {
+        "post": _operation(
+            "The gin-jwt upload case: a title and an optional file, the token in a form field.",
+            {
+                "200": _json(
+                    "What was received.",
+                    {
+                        "type": "object",
+                        "required": ["user", "title", "bytes"],
+                        "properties": {
+                            "user": {"type": "string"},
+                            "title": {"type": "string"},
+                            "bytes": {"type": "integer"},
+                        },
+                    },
+                ),
+                **_errors("400", "401", "403"),
+            },
+            tags=USER,
+            security=ACCESS_TOKEN,
+            body=_body(
+                {
+                    "type": "object",
+                    "required": ["title"],
+                    "properties": {
+                        "title": {"type": "string"},
+                        "token": {"type": "string"},
+                        "data": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    },
+                },
+                MULTIPART,
+            ),
+        ),
+    },
+    "/healthz": {
+        "get": _operation(
+            "200 while the process serves.",
+            {"200": _json("Serving.", {"type": "object", "required": ["status"]})},
+            tags=OPERATIONS_TAG,
+        ),
+    },
+    "/readyz": {
+        "get": _operation(
+            "200 when Redis answers.",
+            {"200": _json("Ready.", {"type": "object", "required": ["status"]}), **_errors()},
+            tags=OPERATIONS_TAG,
+        ),
+    },
+    "/.well-known/jwks.json": {
+        "get": _operation(
+            "The public keys (RFC 7517) with asymmetric algorithms; 404 with an HMAC secret.",
+            {
+                "200": _json(
+                    "The key set.",
+                    {
+                        "type": "object",
+                        "required": ["keys"],
+                        "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+                    },
+                ),
+                **_errors("404"),
+            },
+            tags=OPERATIONS_TAG,
+        ),
+    },
+    "/openapi.json": {
+        "get": _operation(
+            "This document.",
+            {"200": _json("OpenAPI 3.1.", {"type": "object", "required": ["openapi"]})},
+            tags=OPERATIONS_TAG,
+        ),
+    },
+    "/metrics": {
+        "get": _operation(
+            "Prometheus metrics of every worker, for METRICS_ALLOW_IPS; 404 to anyone else.",
+            {
+                "200": {
+                    "description": "Prometheus text format.",
+                    "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
+                },
+                **_errors("404"),
+            },
+            tags=OPERATIONS_TAG,
+        ),
+    },
+}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The whole document (built once per process)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "flask-jwt-redis",
+            "version": "1.0.0",
+            "description": "JWT login with a Redis allowlist: access and refresh tokens, "
+            "rotation with reuse detection, immediate revocation.",
+        },
+        "paths": OPERATIONS,
+        "components": {
+            "schemas": {"Error": ERROR_SCHEMA, "Tokens": TOKENS_SCHEMA},
+            "parameters": {
+                "RequestId": {
+                    "name": "X-Request-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "Kept when it matches [A-Za-z0-9._-]{1,64}, else replaced; "
+                    "echoed on the response and logged.",
+                    "schema": {"type": "string"},
+                }
+            },
+            "responses": {
+                f"Error{status}": _json(meaning, {"$ref": "#/components/schemas/Error"})
+                for status, meaning in ERROR_MEANINGS.items()
+            },
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
+                "cookieToken": {"type": "apiKey", "in": "cookie", "name": "jwt"},
+                "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "jwt_refresh"},
+            },
+        },
+    }
