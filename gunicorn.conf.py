@@ -12,13 +12,23 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+# Files written on every request live in memory (tmpfs) where there is one: gunicorn's worker
+# heartbeat (a utime per request) and the metrics' mmap files would otherwise touch a disk
+# filesystem's inodes and journal on every request (gunicorn's docs say the same of the former).
+# mkstemp/mkdtemp make unpredictable private names there, as in /tmp (ruff S108, bandit B108).
+_SHM = "/dev/shm"  # noqa: S108  # nosec B108
+_MEMORY_DIR = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
+worker_tmp_dir = _MEMORY_DIR
+
 # Metrics are summed over the workers through per-process files in a directory private to this
 # server (prometheus_client's multiprocess mode). prometheus_client reads PROMETHEUS_MULTIPROC_DIR
 # when it is first imported, so it is set before anything else; this file is read again on
 # every `kill -HUP`, and the same master must keep the same directory (and its counts).
 _OWNER = "FLASK_JWT_REDIS_METRICS_OWNER"
 if os.environ.get(_OWNER) != str(os.getpid()):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flask-jwt-redis-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="flask-jwt-redis-metrics-", dir=_MEMORY_DIR
+    )
     os.environ[_OWNER] = str(os.getpid())
 
 from initialize.config import ConfigError  # noqa: E402

@@ -46,10 +46,10 @@ DEFAULT_METRICS_ALLOW_IPS = "127.0.0.1,::1"
 WORKER_CLASSES = ("sync", "gthread")
 DEFAULT_PORT = 9090
 MAX_PORT = 65535
-# Chosen by measurement (BENCHMARKS.md, "Worker model").
-DEFAULT_WORKER_CLASS = "gthread"
+# Chosen by measurement (BENCHMARKS.md, "Worker model"): sync workers, one per core.
+DEFAULT_WORKER_CLASS = "sync"
 DEFAULT_WORKERS = os.cpu_count() or 1
-DEFAULT_THREADS = 4
+DEFAULT_THREADS = {"sync": 1, "gthread": 4}
 # prometheus_client reads this variable itself; gunicorn.conf.py sets it (see there).
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _TRUE = ("true", "1", "yes")
@@ -282,11 +282,13 @@ def _server_settings(environ: Mapping[str, str]) -> ServerSettings:
         not bind.startswith("unix:") and not 0 < int(bind.rsplit(":", 1)[1]) <= MAX_PORT
     ):
         raise ConfigError("BIND", f"must be HOST:PORT, [IPv6]:PORT or unix:PATH (got {bind!r})")
+    worker_class = _choice(environ, "GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS, WORKER_CLASSES)
+    threads = _positive_int(environ, "GUNICORN_THREADS", DEFAULT_THREADS[worker_class])
+    if threads > 1:  # gunicorn's own rule (sync with threads runs gthread), made visible here
+        worker_class = "gthread"
     return ServerSettings(
         bind=bind,
         workers=_positive_int(environ, "WEB_CONCURRENCY", DEFAULT_WORKERS),
-        threads=_positive_int(environ, "GUNICORN_THREADS", DEFAULT_THREADS),
-        worker_class=_choice(
-            environ, "GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS, WORKER_CLASSES
-        ),
+        threads=threads,
+        worker_class=worker_class,
     )

@@ -101,9 +101,8 @@ def test_counters_sum_workers_and_survive_reload_and_a_crash(two_workers):
     before = metrics(served)
     assert before.get(PING, 0) == 0  # the stale directory was not used
     ping(served, n)
-    after = metrics(served)
-    assert after[PING] == n
-    assert after[WORKERS] == 2
+    assert metrics(served)[PING] == n
+    wait_for(lambda: metrics(served)[WORKERS] == 2, "both workers to have built their app")
     workers = served.worker_pids()
     assert {int(f.stem.rsplit("_", 1)[1]) for f in metrics_dir(served).glob("counter_*.db")} <= (
         workers
