@@ -93,17 +93,23 @@ def stop(served: Served) -> None:
             served.process.wait(timeout=10)
 
 
-@pytest.fixture
-def served(redis_server, real_redis, tmp_path) -> Iterator[Served]:
+def serve_two_workers(redis_server, tmp_path: Path, **extra: str) -> Iterator[Served]:
+    """gunicorn with gunicorn.conf.py and 2 workers on the private Redis, stopped afterwards."""
     env = server_env(
         APP_ENV="development",
         REDIS_URL=redis_server.url,
         PORT=str(free_port()),
         WEB_CONCURRENCY="2",
+        **extra,
     )
     server = start(GUNICORN, env, tmp_path / "gunicorn.log")
     yield server
     stop(server)
+
+
+@pytest.fixture
+def served(redis_server, real_redis, tmp_path) -> Iterator[Served]:
+    yield from serve_two_workers(redis_server, tmp_path)
 
 
 def test_tutorial_session_over_http(served):
@@ -132,16 +138,7 @@ def test_revocation_is_seen_by_every_worker_at_once(served):
 @pytest.fixture
 def served_gthread(redis_server, real_redis, tmp_path) -> Iterator[Served]:
     """The threaded worker, which keeps HTTP/1.1 connections open (GUNICORN_WORKER_CLASS)."""
-    env = server_env(
-        APP_ENV="development",
-        REDIS_URL=redis_server.url,
-        PORT=str(free_port()),
-        WEB_CONCURRENCY="2",
-        GUNICORN_WORKER_CLASS="gthread",
-    )
-    server = start(GUNICORN, env, tmp_path / "gunicorn.log")
-    yield server
-    stop(server)
+    yield from serve_two_workers(redis_server, tmp_path, GUNICORN_WORKER_CLASS="gthread")
 
 
 def keep_alive_session(served: Served) -> list[str | None]:

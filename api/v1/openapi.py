@@ -33,6 +33,14 @@ TOKENS_SCHEMA = {
         "refreshExpiresIn": {"type": "integer"},
     },
 }
+NEW_ACCOUNT_SCHEMA = {
+    "type": "object",
+    "required": ["username", "password"],
+    "properties": {
+        "username": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{3,32}$"},
+        "password": {"type": "string", "minLength": 8, "maxLength": 128},
+    },
+}
 CREDENTIALS_SCHEMA = {
     "type": "object",
     "required": ["username", "password"],
@@ -125,7 +133,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 **_errors("400", "409"),
             },
             tags=PUBLIC,
-            body=_body(CREDENTIALS_SCHEMA, FORM, JSON),
+            body=_body(NEW_ACCOUNT_SCHEMA, FORM, JSON),
         ),
     },
     "/public/login": {
