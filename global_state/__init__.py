@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 if TYPE_CHECKING:  # type names only: global_state sits below initialize and utils
+    from structlog.typing import FilteringBoundLogger
+
     from initialize.config import Settings
     from utils.jwt import TokenVerifier
+    from utils.metrics import Metrics
     from utils.redis import RedisStore
 
 EXTENSION_KEY = "flask-jwt-redis"
@@ -26,6 +29,8 @@ class AppState:
     settings: Settings
     store: RedisStore
     verifier: TokenVerifier
+    metrics: Metrics
+    audit_log: FilteringBoundLogger
 
 
 def get_state() -> AppState:
@@ -39,6 +44,16 @@ def get_state() -> AppState:
 def get_store() -> RedisStore:
     """The app's Redis store."""
     return get_state().store
+
+
+def get_audit_log() -> FilteringBoundLogger:
+    """The logger audit events are written with."""
+    return get_state().audit_log
+
+
+def get_metrics() -> Metrics:
+    """The app's Prometheus metrics."""
+    return get_state().metrics
 
 
 def get_settings() -> Settings:

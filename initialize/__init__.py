@@ -17,12 +17,17 @@ from initialize.config import load_settings
 from initialize.errors import register_error_handlers
 from initialize.headers import register_response_headers
 from initialize.jwt_manager import init_jwt
+from initialize.logs import build_logger
+from initialize.logs import configure_logging
+from initialize.logs import register_request_ids
+from initialize.metrics import register_request_metrics
 from initialize.redis import build_redis_client
 from initialize.redis import check_eviction_policy
 from routers import register_routers
 from utils.body import BodyGuard
 from utils.body import BodyJSONProvider
 from utils.jwt import TokenVerifier
+from utils.metrics import Metrics
 from utils.passwords import hash_password
 from utils.redis import Client
 from utils.redis import RedisStore
@@ -43,14 +48,20 @@ def create_app(
         fakeredis here). Raises :class:`ConfigError` on a bad setting.
     """
     settings = load_settings(os.environ if environ is None else environ)
-    app = Flask(__name__)
+    configure_logging(settings.log_format)
+    app = Flask(__name__, static_folder=None)  # an API: no static files to serve
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json = BodyJSONProvider(app)
     app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_content_length)
     store = RedisStore(redis_client or build_redis_client(settings), settings.redis_key_prefix)
     verifier = TokenVerifier(settings.keys, settings.jwt_issuer, settings.jwt_audience)
-    app.extensions[EXTENSION_KEY] = AppState(settings, store, verifier)
+    metrics = Metrics(settings.metrics_dir)
+    app.extensions[EXTENSION_KEY] = AppState(
+        settings, store, verifier, metrics, build_logger(settings.log_format)
+    )
     init_jwt(app, settings)
+    register_request_ids(app, settings.trusted_proxies)
+    register_request_metrics(app, metrics)
     register_routers(app)
     register_error_handlers(app)
     register_response_headers(app, settings)

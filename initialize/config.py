@@ -7,6 +7,7 @@ secret.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from utils.keys import hmac_key_set
 from utils.keys import load_private_key
 from utils.keys import load_public_key
 from utils.net import DEFAULT_TRUSTED_PROXIES
+from utils.net import AddressNetwork
+from utils.net import parse_networks
 from utils.net import parse_trusted_proxies
 from utils.users import USERNAME_PATTERN
 
@@ -42,6 +45,18 @@ REDIS_MODES = ("standalone", "sentinel", "cluster")
 # that encoding leaves alone means every client library's header compares equal.
 CLIENT_CREDENTIAL_PATTERN = re.compile(r"[A-Za-z0-9._~-]+")
 MIN_CLIENT_SECRET_LENGTH = 16
+LOG_FORMATS = ("json", "text")
+DEFAULT_METRICS_ALLOW_IPS = "127.0.0.1,::1"
+# The worker classes gunicorn ships that run this WSGI app with what requirements.txt installs.
+WORKER_CLASSES = ("sync", "gthread")
+DEFAULT_PORT = 9090
+MAX_PORT = 65535
+# Chosen by measurement (BENCHMARKS.md, "Worker model"): sync workers, one per core.
+DEFAULT_WORKER_CLASS = "sync"
+DEFAULT_WORKERS = os.cpu_count() or 1
+DEFAULT_THREADS = {"sync": 1, "gthread": 4}
+# prometheus_client reads this variable itself; gunicorn.conf.py sets it (see there).
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 
@@ -52,6 +67,16 @@ class ConfigError(ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"configuration error: {variable} {problem}")
         self.variable = variable
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What gunicorn.conf.py hands gunicorn: where to listen and how many workers and threads."""
+
+    bind: str
+    workers: int
+    threads: int
+    worker_class: str
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,10 @@ class Settings:
     introspection_clients: tuple[tuple[str, str], ...]
     max_sessions_per_user: int
     refresh_reuse_grace_seconds: int
+    log_format: str
+    metrics_allow_ips: tuple[AddressNetwork, ...]
+    metrics_dir: str | None
+    server: ServerSettings
 
     @property
     def jwt_algorithm(self) -> str:
@@ -126,6 +155,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         introspection_clients=_introspection_clients(environ.get("INTROSPECTION_CLIENTS", "")),
         max_sessions_per_user=_positive_int(environ, "MAX_SESSIONS_PER_USER", 100),
         refresh_reuse_grace_seconds=_non_negative_int(environ, "REFRESH_REUSE_GRACE_SECONDS", 0),
+        log_format=_choice(
+            environ, "LOG_FORMAT", "text" if app_env == "development" else "json", LOG_FORMATS
+        ),
+        metrics_allow_ips=_networks(environ, "METRICS_ALLOW_IPS", DEFAULT_METRICS_ALLOW_IPS),
+        metrics_dir=_metrics_dir(environ),
+        server=_server_settings(environ),
     )
 
 
@@ -303,3 +338,39 @@ def _introspection_clients(raw: str) -> tuple[tuple[str, str], ...]:
             )
         clients.append((client_id, secret))
     return tuple(clients)
+
+
+def _networks(environ: Mapping[str, str], name: str, default: str) -> tuple[AddressNetwork, ...]:
+    try:
+        return parse_networks(environ.get(name, default))
+    except ValueError as error:
+        raise ConfigError(name, str(error)) from None
+
+
+def _metrics_dir(environ: Mapping[str, str]) -> str | None:
+    """prometheus_client's multiprocess directory, which gunicorn.conf.py prepares."""
+    path = environ.get(METRICS_DIR_VARIABLE)
+    if path and not Path(path).is_dir():
+        raise ConfigError(METRICS_DIR_VARIABLE, f"is not a directory ({path!r})")
+    return path or None
+
+
+def _server_settings(environ: Mapping[str, str]) -> ServerSettings:
+    port = _positive_int(environ, "PORT", DEFAULT_PORT)
+    if port > MAX_PORT:
+        raise ConfigError("PORT", f"must be a TCP port number, 1-{MAX_PORT} (got {port})")
+    bind = environ.get("BIND") or f"127.0.0.1:{port}"
+    if not re.fullmatch(r"unix:\S+|(\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}", bind) or (
+        not bind.startswith("unix:") and not 0 < int(bind.rsplit(":", 1)[1]) <= MAX_PORT
+    ):
+        raise ConfigError("BIND", f"must be HOST:PORT, [IPv6]:PORT or unix:PATH (got {bind!r})")
+    worker_class = _choice(environ, "GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS, WORKER_CLASSES)
+    threads = _positive_int(environ, "GUNICORN_THREADS", DEFAULT_THREADS[worker_class])
+    if threads > 1:  # gunicorn's own rule (sync with threads runs gthread), made visible here
+        worker_class = "gthread"
+    return ServerSettings(
+        bind=bind,
+        workers=_positive_int(environ, "WEB_CONCURRENCY", DEFAULT_WORKERS),
+        threads=threads,
+        worker_class=worker_class,
+    )

@@ -10,6 +10,7 @@ from flask import Response
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+from global_state import get_metrics
 from utils.errors import ApiError
 from utils.errors import ServiceUnavailable
 
@@ -52,6 +53,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(redis.RedisError)
     def handle_redis_error(error: redis.RedisError) -> Response:
         app.logger.warning("Redis unavailable: %s", type(error).__name__)
+        get_metrics().count_redis_error()
         unavailable = ServiceUnavailable()
         return error_response(unavailable.status, unavailable.message, unavailable.headers)
 

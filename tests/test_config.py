@@ -148,3 +148,47 @@ def test_cli_create_user_prompts_for_the_password(fake_redis):
     assert again.exit_code == 1 and "already exists" in again.output
     short = runner.invoke(args=["create-user", "gina"], input="short\nshort\n")
     assert short.exit_code == 1 and not fake_redis.exists("jwt:{gina}:user")
+
+
+def test_operations_and_server_defaults():
+    production = load_settings({"JWT_SECRET": SECRET})
+    assert production.log_format == "json"
+    assert [str(n) for n in production.metrics_allow_ips] == ["127.0.0.1/32", "::1/128"]
+    assert production.server.bind == "127.0.0.1:9090"
+    assert (production.server.worker_class, production.server.threads) == ("sync", 1)
+    development = load_settings({"APP_ENV": "development", "PORT": "9191"})
+    assert development.log_format == "text" and development.server.bind == "127.0.0.1:9191"
+
+
+@pytest.mark.parametrize(
+    "environ,expected",
+    [
+        ({"GUNICORN_THREADS": "4"}, ("gthread", 4)),  # gunicorn's rule: threads mean gthread
+        ({"GUNICORN_WORKER_CLASS": "gthread"}, ("gthread", 4)),
+        ({"GUNICORN_WORKER_CLASS": "sync"}, ("sync", 1)),
+    ],
+)
+def test_worker_class_and_threads(environ, expected):
+    server = load_settings({"APP_ENV": "development", **environ}).server
+    assert (server.worker_class, server.threads) == expected
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        ("LOG_FORMAT", "yaml"),
+        ("METRICS_ALLOW_IPS", "127.0.0.1, example.com"),
+        ("PORT", "0"),
+        ("PORT", "65536"),
+        ("BIND", "127.0.0.1"),
+        ("BIND", "0.0.0.0:99999"),
+        ("WEB_CONCURRENCY", "-1"),
+        ("GUNICORN_THREADS", "lots"),
+        ("GUNICORN_WORKER_CLASS", "gevent"),
+        ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics"),
+    ],
+)
+def test_bad_operations_values_name_their_variable(variable, value):
+    with pytest.raises(ConfigError) as error:
+        load_settings({"APP_ENV": "development", variable: value})
+    assert error.value.variable == variable

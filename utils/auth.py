@@ -11,6 +11,7 @@ import hmac
 from typing import Any
 
 from global_state import get_state
+from utils import audit
 from utils.errors import TooManyAttempts
 from utils.errors import Unauthorized
 from utils.jwt import MAX_TOKEN_LENGTH
@@ -31,6 +32,7 @@ def log_in(username: str, password: str, caller: Caller) -> TokenPair:
     store.record_tokens(
         pair, caller, max_sessions=settings.max_sessions_per_user, reset_failures=True
     )
+    audit.audit(audit.LOGIN_SUCCEEDED, username, pair.session_id)
     return pair
 
 
@@ -41,8 +43,10 @@ def check_password(username: str, password: str, caller: Caller) -> None:
     settings = state.settings
     attempt = state.store.begin_login(username, caller.address, settings.login_lock_seconds)
     if attempt.attempts > settings.login_max_failures:
+        audit.audit(audit.LOGIN_LOCKED, username)
         raise TooManyAttempts(attempt.retry_after)
     if not verify_password(attempt.password_hash, password):
+        audit.audit(audit.LOGIN_FAILED, username)
         raise Unauthorized("Please provide valid login details.")
 
 
@@ -64,12 +68,15 @@ def rotate(refresh_claims: dict[str, Any], caller: Caller) -> TokenPair:
         caller,
         reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
     )
+    username, sid = refresh_claims["username"], refresh_claims["sid"]
     if outcome is Rotation.REUSED:
+        audit.audit(audit.REFRESH_REUSE_DETECTED, username, sid)
         raise Unauthorized(
             "The refresh token was already used; its session has been ended.", invalid_token=True
         )
     if outcome is Rotation.REVOKED:
         raise Unauthorized("The token has been revoked.", invalid_token=True)
+    audit.audit(audit.REFRESHED, username, sid)
     return pair
 
 
@@ -85,12 +92,14 @@ def change_password(
     )
     if ended < 0:  # the account was removed while the token lived
         raise Unauthorized("Please provide valid login details.")
+    audit.audit(audit.PASSWORD_CHANGED, username, claims["sid"])
     return ended
 
 
-def end_session_of(claims: dict[str, Any]) -> int:
-    """End the session a verified token belongs to; returns how many token records it had."""
-    return get_state().store.end_session(claims["username"], claims["sid"])
+def revoke(claims: dict[str, Any]) -> None:
+    """End the session a verified token belongs to (RFC 7009 revocation)."""
+    get_state().store.end_session(claims["username"], claims["sid"])
+    audit.audit(audit.TOKEN_REVOKED, claims["username"], claims["sid"])
 
 
 def verified_claims(token: str) -> dict[str, Any] | None:

@@ -65,7 +65,7 @@ def revoke() -> Response:
     """End the session of the presented token; anything invalid is also a 200 (RFC 7009)."""
     claims = auth.verified_claims(_required("token"))
     if claims is not None:
-        auth.end_session_of(claims)
+        auth.revoke(claims)
     return no_store(jsonify({}))
 
 

@@ -13,6 +13,7 @@ from api.v1.common import no_store
 from api.v1.common import request_fields
 from global_state import get_settings
 from global_state import get_store
+from utils import audit
 from utils import auth
 from utils.cookies import set_token_cookies
 from utils.errors import Conflict
@@ -38,6 +39,7 @@ def register() -> tuple[Response, int]:
     check_new_password(password)
     if not get_store().create_user(username, hash_password(password)):
         raise Conflict("That username is taken.")
+    audit.audit(audit.REGISTERED, username)
     return jsonify(username=username), HTTPStatus.CREATED
 
 

@@ -15,6 +15,7 @@ from api.v1.common import no_store
 from api.v1.common import request_fields
 from global_state import get_settings
 from global_state import get_store
+from utils import audit
 from utils import auth
 from utils.cookies import clear_token_cookies
 from utils.errors import BadRequest
@@ -34,12 +35,14 @@ def welcome() -> tuple[str, int, dict[str, str]]:
 def logout() -> Response:
     """End this session: its access and refresh tokens stop working at once."""
     get_store().end_session(g.username, g.jwt_claims["sid"])
+    audit.audit(audit.LOGOUT, g.username, g.jwt_claims["sid"])
     return _without_cookies(make_response(("Logout success", HTTPStatus.OK, TEXT)))
 
 
 def logout_all() -> Response:
     """End every session of this user."""
     ended = get_store().end_all_sessions(g.username)
+    audit.audit(audit.LOGOUT_ALL, g.username)
     return _without_cookies(jsonify(message="All sessions ended", sessions=ended))
 
 
@@ -65,6 +68,7 @@ def end_session(session_id: str) -> Response:
     """End one of the caller's sessions (a per-device sign-out); 404 if it is not theirs."""
     if not get_store().end_own_session(g.username, session_id):
         raise NotFound("No such session.")
+    audit.audit(audit.SESSION_ENDED, g.username, session_id)
     response = jsonify(ended=session_id)
     return _without_cookies(response) if session_id == g.jwt_claims["sid"] else response
 

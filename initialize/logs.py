@@ -1,0 +1,182 @@
+"""Logs: one line per record on stdout, JSON or logfmt text (LOG_FORMAT), app and gunicorn alike.
+
+structlog renders every line. The service's own lines (the access line gunicorn writes after
+each response, audit events) go straight from a structlog logger to stdout: no stdlib
+``logging`` record, no handler chain, which is most of what a log line costs. Lines from
+stdlib loggers (gunicorn's error log, Flask, libraries) reach the same renderer through
+structlog's ``ProcessorFormatter``. Every line has ``ts``, ``level`` and ``event``.
+
+The request id travels in the WSGI environ, which the app and gunicorn's access logger share:
+the app stores the id, the client address and the authenticated user there, and the access
+line reads them back.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from datetime import timedelta
+from typing import Any
+from typing import TextIO
+
+import structlog
+from flask import Flask
+from flask import Response
+from flask import g
+from flask import request
+from structlog.typing import EventDict
+from structlog.typing import FilteringBoundLogger
+from structlog.typing import Processor
+from structlog.typing import WrappedLogger
+
+from initialize.gunicorn_hooks import ScrubbingLogger
+from utils.audit import CLIENT_KEY
+from utils.audit import REQUEST_ID_KEY
+from utils.net import client_address
+
+REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+USER_KEY = "flask_jwt_redis.user"
+ACCESS_EVENT = "request"
+_HANDLER_NAME = "flask-jwt-redis"
+_FIRST_KEYS = ["ts", "level", "event"]
+
+
+def _renderer(log_format: str) -> Processor:
+    if log_format == "json":
+        return structlog.processors.JSONRenderer()
+    return structlog.processors.LogfmtRenderer(key_order=_FIRST_KEYS, drop_missing=True)
+
+
+def _common_processors() -> list[Processor]:
+    return [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
+
+
+def build_logger(log_format: str, stream: TextIO | None = None) -> FilteringBoundLogger:
+    """A structlog logger writing LOG_FORMAT lines to ``stream`` (default: stdout)."""
+    return structlog.wrap_logger(
+        structlog.WriteLogger(stream or sys.stdout),
+        processors=[*_common_processors(), _renderer(log_format)],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+
+
+def _prefer_rendered_exception(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """Keep an exception text a logging filter already rendered (and scrubbed)."""
+    record = event.get("_record")
+    if record is not None and record.exc_text and "exc_info" in event:
+        del event["exc_info"]
+        event["exception"] = record.exc_text
+    return event
+
+
+def build_formatter(log_format: str) -> logging.Formatter:
+    """The stdlib ``logging`` formatter of LOG_FORMAT, for records from other loggers."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_common_processors(), _prefer_rendered_exception],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _renderer(log_format),
+        ],
+    )
+
+
+def configure_logging(log_format: str) -> None:
+    """Send the process's stdlib log records (Flask's, libraries') to stdout in LOG_FORMAT.
+
+    Replaces only the handler this function installed before, so building several apps in one
+    process (tests) does not stack handlers.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(build_formatter(log_format))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def register_request_ids(app: Flask, trusted_proxies: frozenset[str]) -> None:
+    """Keep a well-formed ``X-Request-ID`` or make one; echo it; hand it, the client address
+    and the user to the access line."""
+
+    @app.before_request
+    def assign_request_id() -> None:
+        environ = request.environ
+        presented = environ.get("HTTP_X_REQUEST_ID")
+        if presented is None or not REQUEST_ID_PATTERN.fullmatch(presented):
+            presented = uuid.uuid4().hex
+        environ[REQUEST_ID_KEY] = presented
+        environ[CLIENT_KEY] = client_address(
+            environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies
+        )
+
+    @app.after_request
+    def echo_request_id(response: Response) -> Response:
+        environ = request.environ
+        request_id = environ.get(REQUEST_ID_KEY)
+        if request_id is None:  # a request that failed before the hooks ran
+            request_id = environ[REQUEST_ID_KEY] = uuid.uuid4().hex
+        response.headers[REQUEST_ID_HEADER] = request_id
+        username = g.get("username")
+        if username is not None:
+            environ[USER_KEY] = username
+        return response
+
+
+class GunicornLogger(ScrubbingLogger):
+    """gunicorn's logger in the service's format, with an access line built from fields.
+
+    gunicorn's own ``access()`` formats some thirty "atoms" (every header, every environ
+    variable, a strftime) for each request before its format string picks a few; this one
+    reads the fields SPEC names and nothing else. ``log_format`` is set by
+    :func:`gunicorn_logger_class`.
+    """
+
+    log_format = "json"
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        formatter = build_formatter(self.log_format)
+        for handler in self.error_log.handlers + self.access_log.handlers:
+            handler.setFormatter(formatter)
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(sys.stdout)  # SPEC: logs go to stdout, errors included
+        # The access line skips structlog's bound-logger pipeline (context copy, processor loop):
+        # the same timestamp and renderer, called directly, on the hottest path there is.
+        self._stamp = _common_processors()[1]
+        self._render = _renderer(self.log_format)
+        self._out = structlog.WriteLogger(sys.stdout)
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
+        """One ``request`` line per response; the path never carries its query string."""
+        if not self.access_log_enabled:
+            return
+        line = {
+            "level": "info",
+            "event": ACCESS_EVENT,
+            "request_id": environ.get(REQUEST_ID_KEY),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": resp.status_code,
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "client": environ.get(CLIENT_KEY) or environ.get("REMOTE_ADDR"),
+            "bytes": resp.sent,
+        }
+        user = environ.get(USER_KEY)
+        if user is not None:
+            line["user"] = user
+        self._out.msg(self._render(None, "info", self._stamp(None, "info", line)))
+
+
+def gunicorn_logger_class(log_format: str) -> type[GunicornLogger]:
+    """gunicorn's ``logger_class`` for LOG_FORMAT."""
+    return type("GunicornLogger", (GunicornLogger,), {"log_format": log_format})
