@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.retry import Retry
@@ -56,8 +57,11 @@ def build_redis_client(settings: Settings) -> Client | Callable[[], Client]:
         for address_only in ("host", "port", "connection_class"):
             url.pop(address_only, None)
         url["ssl"] = settings.redis_url.startswith("rediss://")
-        timeouts = {k: v for k, v in common.items() if k.startswith("socket_")}
-        sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=timeouts)
+        # Each sentinel is asked once per discovery (the next one on failure); redis-py's
+        # default of 10 retries per sentinel made a discovery with none answering take 50 s.
+        asking = {k: v for k, v in common.items() if k.startswith("socket_")}
+        asking["retry"] = Retry(NoBackoff(), 0)
+        sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=asking)
         return sentinel.master_for(settings.redis_sentinel_master, retry=retry, **common | url)
     return redis.Redis.from_url(settings.redis_url, retry=retry, **common)
 
