@@ -10,7 +10,9 @@ Every connection has a socket timeout, so a paused or hung Redis is a 503 in bou
 Connecting is retried twice on refusal, 0-250 ms apart, and the store resends a command whose
 connection broke once (utils.redis), which rides out a restart or the tail of a failover
 inside one request (a 503 then takes 0.2-0.6 s when Redis is down); a timeout is not retried:
-Redis is slow, and the request answers 503 now.
+Redis is slow, and the request answers 503 now. (RedisCluster does retry a timed-out command,
+after refreshing its slot map: it has no setting against it, so a paused cluster node costs
+up to RETRIES + 1 socket timeouts.)
 """
 
 from __future__ import annotations
