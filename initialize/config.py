@@ -7,6 +7,7 @@ secret.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -283,12 +284,14 @@ def _addresses(environ: Mapping[str, str], name: str) -> tuple[tuple[str, int], 
 
 
 def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if not re.fullmatch(r"\s*(\d+(\.\d*)?|\.\d+)\s*", raw) or float(raw) <= 0:
+    raw = environ.get(name) or str(default)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
         raise ConfigError(name, f"must be a positive number of seconds (got {raw!r})")
-    return float(raw)
+    return seconds
 
 
 def _token_lookup(environ: Mapping[str, str]) -> tuple[TokenSource, ...]:

@@ -10,7 +10,9 @@ Every connection has a socket timeout, so a paused or hung Redis is a 503 in bou
 Connecting is retried twice on refusal, 0-250 ms apart, and the store resends a command whose
 connection broke once (utils.redis), which rides out a restart or the tail of a failover
 inside one request (a 503 then takes 0.2-0.6 s when Redis is down); a timeout is not retried:
-Redis is slow, and the request answers 503 now.
+Redis is slow, and the request answers 503 now. (RedisCluster does retry a timed-out command,
+after refreshing its slot map: it has no setting against it, so a paused cluster node costs
+up to RETRIES + 1 socket timeouts.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.retry import Retry
@@ -56,8 +59,11 @@ def build_redis_client(settings: Settings) -> Client | Callable[[], Client]:
         for address_only in ("host", "port", "connection_class"):
             url.pop(address_only, None)
         url["ssl"] = settings.redis_url.startswith("rediss://")
-        timeouts = {k: v for k, v in common.items() if k.startswith("socket_")}
-        sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=timeouts)
+        # Each sentinel is asked once per discovery (the next one on failure); redis-py's
+        # default of 10 retries per sentinel made a discovery with none answering take 50 s.
+        asking = {k: v for k, v in common.items() if k.startswith("socket_")}
+        asking["retry"] = Retry(NoBackoff(), 0)
+        sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=asking)
         return sentinel.master_for(settings.redis_sentinel_master, retry=retry, **common | url)
     return redis.Redis.from_url(settings.redis_url, retry=retry, **common)
 

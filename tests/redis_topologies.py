@@ -89,19 +89,31 @@ class Cluster(Topology):
     def url(self) -> str:
         return f"redis://127.0.0.1:{next(iter(self.processes))}/0"
 
+    def _slots(self, port: int) -> list:
+        return _node(port).execute_command("CLUSTER", "SLOTS")
+
+    def _live_port(self) -> int:
+        return next(p for p, process in self.processes.items() if process.poll() is None)
+
     def primary_port_of(self, key: str) -> int:
         """The port of the primary that serves ``key``'s slot now."""
-        client = _node(next(p for p, proc in self.processes.items() if proc.poll() is None))
-        slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
-        for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+        live = self._live_port()
+        slot = int(_node(live).execute_command("CLUSTER", "KEYSLOT", key))
+        for start, end, primary, *_ in self._slots(live):
             if start <= slot <= end:
                 return int(primary[1])
         raise AssertionError(f"slot {slot} is not served")
 
     def replica_port_of(self, primary: int) -> int:
-        node_id = _node(primary).execute_command("CLUSTER", "MYID")
-        replicas = _node(primary).execute_command("CLUSTER", "REPLICAS", node_id)
-        return int(replicas[0].split()[1].split("@")[0].rsplit(":", 1)[1])
+        for _, _, serving, *replicas in self._slots(primary):
+            if int(serving[1]) == primary and replicas:
+                return int(replicas[0][1])
+        raise AssertionError(f"{primary} has no replica")
+
+    def every_primary_has_a_replica(self) -> bool:
+        """As every live node sees it (replicas become known by gossip, not at once)."""
+        live = [p for p, process in self.processes.items() if process.poll() is None]
+        return all(len(entry) >= 4 for port in live for entry in self._slots(port))
 
     def is_ok(self) -> bool:
         live = [p for p, proc in self.processes.items() if proc.poll() is None]
@@ -143,13 +155,7 @@ def start_cluster(directory: Path) -> Cluster:
             timeout=60,
         )
         wait_until(cluster.is_ok, "cluster_state:ok on every node")
-        wait_until(
-            lambda: (
-                all(_node(p).info("replication")["role"] for p in ports)
-                and sum(_node(p).info("replication")["role"] == "slave" for p in ports) == 3
-            ),
-            "three replicas attached",
-        )
+        wait_until(cluster.every_primary_has_a_replica, "every primary's replica known to all")
     except BaseException:
         cluster.stop()
         raise

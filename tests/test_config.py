@@ -86,6 +86,8 @@ def test_secret_file_strips_one_trailing_newline(tmp_path):
             "REDIS_URL",
         ),
         ({"JWT_SECRET": SECRET, "REDIS_SOCKET_TIMEOUT": "0"}, "REDIS_SOCKET_TIMEOUT"),
+        ({"JWT_SECRET": SECRET, "REDIS_SOCKET_TIMEOUT": "nan"}, "REDIS_SOCKET_TIMEOUT"),
+        ({"JWT_SECRET": SECRET, "REDIS_SOCKET_TIMEOUT": "inf"}, "REDIS_SOCKET_TIMEOUT"),
         ({"JWT_SECRET": SECRET, "REDIS_CONNECT_TIMEOUT": "1s"}, "REDIS_CONNECT_TIMEOUT"),
         ({"JWT_SECRET": SECRET, "REDIS_KEY_PREFIX": "{jwt}:"}, "REDIS_KEY_PREFIX"),
         ({"JWT_SECRET": SECRET, "TOKEN_LOOKUP": "body: token"}, "TOKEN_LOOKUP"),

@@ -153,6 +153,19 @@ class TestRedisDown:
         self.assert_503(client.post("/public/login", data={"username": "kesa", "password": "123"}))
         self.assert_503(client.get("/readyz"))
 
+    @pytest.mark.parametrize(
+        "environ",
+        [
+            {"REDIS_MODE": "sentinel", "REDIS_SENTINELS": f"127.0.0.1:{free_port()}"},
+            {"REDIS_MODE": "cluster", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+        ],
+        ids=["no-sentinel-answers", "no-cluster-node-answers"],
+    )
+    def test_no_master_found_is_a_503_and_the_app_still_starts(self, environ):
+        client = create_app({**DEV_ENV, **environ}).test_client()
+        self.assert_503(client.post("/public/login", data=KESA))
+        self.assert_503(client.get("/readyz"))
+
     def test_a_paused_redis_is_a_503_within_the_socket_timeout(self, tmp_path):
         """A hung Redis (SIGSTOP) must not hang the worker: 503 once the timeout passes."""
         server = start_redis_server(tmp_path)

@@ -21,10 +21,12 @@ from initialize import create_app
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
 from tests.conftest import free_port
+from tests.redis_topologies import SENTINEL_MASTER
 from tests.redis_topologies import Cluster
 from tests.redis_topologies import SentinelGroup
 from tests.redis_topologies import start_cluster
 from tests.redis_topologies import start_sentinel_group
+from tests.redis_topologies import wait_until
 from tests.test_server import GUNICORN
 from tests.test_server import server_env
 from tests.test_server import start
@@ -188,3 +190,21 @@ def test_two_instances_sharing_one_redis_see_revocation_at_once(redis_server, re
     finally:
         for instance in instances:
             stop(instance)
+
+
+def test_a_demoted_primary_is_left_for_the_new_one_without_a_failed_request(sentinel_group):
+    """A manual failover leaves the old primary alive as a replica: the connections the app
+    holds to it get READONLY on the next write, and that write must reach the new primary."""
+    group = sentinel_group
+    app = create_app(topology_env(**group.environ))
+    client = app.test_client()
+    tokens = AuthActions(client).login()
+    old = group.current_primary()
+    node(group.sentinels[0]).execute_command("SENTINEL", "FAILOVER", SENTINEL_MASTER)
+    wait_until(lambda: group.current_primary() != old, "the sentinels naming a new primary")
+    wait_until(lambda: node(old).info("replication")["role"] == "slave", "the old one demoted")
+    refreshed = client.get("/public/refresh", headers=BEARER(tokens["refreshToken"]))
+    assert refreshed.status_code == 200, refreshed.get_json()
+    fresh = refreshed.get_json()["accessToken"]
+    assert client.get("/user/welcome", headers=BEARER(fresh)).status_code == 200
+    assert client.get("/user/welcome", headers=BEARER(tokens["accessToken"])).status_code == 200
