@@ -26,9 +26,9 @@ def test_create_user_prompts_twice_and_keeps_the_register_rules(fake_redis):
     result = runner.invoke(args=["create-user", "emil"], input="emil-password\nemil-password\n")
     assert result.exit_code == 0, result.output
     assert result.output.count("Password") == 1 and "Repeat for confirmation" in result.output
-    assert fake_redis.hget("jwt:user:emil", "password").startswith("$argon2id$")
+    assert fake_redis.hget("jwt:{emil}:user", "password").startswith("$argon2id$")
     short = runner.invoke(args=["create-user", "fritz", "--password", "short"])
-    assert short.exit_code == 1 and not fake_redis.exists("jwt:user:fritz")
+    assert short.exit_code == 1 and not fake_redis.exists("jwt:{fritz}:user")
 
 
 def test_create_user_answers_an_unreachable_redis_in_one_line():
