@@ -12,9 +12,12 @@ import shutil
 import socket
 import subprocess
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from typing import ClassVar
 
 import fakeredis
 import pytest
@@ -154,18 +157,39 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.process.wait(timeout=10)
 
 
+class ClosedAfterTest(redis.Connection):
+    """A connection to the private server that is closed when the test ends, however it was
+    made: by a client's pool, or by the store's own stack of connections, which it builds from
+    the pool's ``connection_class`` outside the pool (utils/redis.py).
+
+    Apps keep their connections until the garbage collector breaks the apps' reference cycles,
+    and a collection may finalize a socket before the connection that owns it: an unclosed
+    socket's ResourceWarning, which filterwarnings=error turned into a failed run.
+    """
+
+    opened: ClassVar[weakref.WeakSet[redis.Connection]] = weakref.WeakSet()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.opened.add(self)
+
+    @classmethod
+    def close_all(cls) -> None:
+        for connection in list(cls.opened):
+            connection.disconnect()
+
+
 @pytest.fixture
 def real_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A client of the private server, emptied before the test and closed after it.
-
-    Apps built on it keep it alive until the garbage collector breaks their reference cycles,
-    and a collection may finalize a socket before the connection that owns it: an unclosed
-    socket's ResourceWarning, which filterwarnings=error turns into a failed run.
-    """
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    """A client of the private server, emptied before the test; every connection made through
+    it is closed after the test."""
+    client = redis.Redis.from_url(
+        redis_server.url, decode_responses=True, connection_class=ClosedAfterTest
+    )
     client.flushall()
     yield client
     client.close()
+    ClosedAfterTest.close_all()
 
 
 def service_client(url: str, **environ: str) -> redis.Redis | RedisCluster:

@@ -8,11 +8,12 @@ import redis
 from initialize import create_app
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
+from tests.conftest import ClosedAfterTest
 
 BEARER = AuthActions.bearer
 
 
-class CountingConnection(redis.Connection):
+class CountingConnection(ClosedAfterTest):
     """Counts what is sent: one send is one round trip (a pipeline sends once)."""
 
     sends = 0
@@ -43,8 +44,7 @@ def counted(redis_server, real_redis):
         assert response.status_code < 400, response.get_json()
         return CountingConnection.sends
 
-    yield round_trips, tokens
-    pool.disconnect()  # the app keeps the pool until a garbage collection
+    return round_trips, tokens
 
 
 def test_an_authenticated_request_costs_one_round_trip(counted):
@@ -71,11 +71,14 @@ def test_logout_verifies_then_revokes(counted):
     assert round_trips("POST", "/user/logout", headers=BEARER(tokens["accessToken"])) == 2
 
 
-def test_requests_reuse_connections(request, redis_server, real_redis):
+def test_requests_reuse_connections(redis_server, real_redis):
     """No new Redis connection per request: the hot paths keep their connections open."""
-    service_redis = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    request.addfinalizer(service_redis.close)  # the app keeps it until a garbage collection
-    client = create_app(DEV_ENV, redis_client=service_redis).test_client()
+    client = create_app(
+        DEV_ENV,
+        redis_client=redis.Redis.from_url(
+            redis_server.url, decode_responses=True, connection_class=ClosedAfterTest
+        ),
+    ).test_client()
     tokens = AuthActions(client).login()
 
     def connections_opened() -> int:
