@@ -25,7 +25,8 @@ worker_tmp_dir = _MEMORY_DIR
 # when it is first imported, so it is set before anything else; this file is read again on
 # every `kill -HUP`, and the same master must keep the same directory (and its counts).
 _OWNER = "FLASK_JWT_REDIS_METRICS_OWNER"
-if os.environ.get(_OWNER) != str(os.getpid()):
+_FIRST_LOAD = os.environ.get(_OWNER) != str(os.getpid())
+if _FIRST_LOAD:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
         prefix="flask-jwt-redis-metrics-", dir=_MEMORY_DIR
     )
@@ -41,6 +42,8 @@ from utils.metrics import mark_worker_dead  # noqa: E402
 try:
     _settings = load_settings(os.environ)
 except ConfigError as error:
+    if _FIRST_LOAD:  # nothing will serve: leave no directory behind
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     sys.exit(str(error))
 
 bind = [_settings.server.bind]

@@ -52,8 +52,9 @@ DEFAULT_METRICS_ALLOW_IPS = "127.0.0.1,::1"
 WORKER_CLASSES = ("sync", "gthread")
 DEFAULT_PORT = 9090
 MAX_PORT = 65535
-# Chosen by measurement (BENCHMARKS.md, "Worker model"): sync workers, one per core.
-DEFAULT_WORKER_CLASS = "sync"
+# Chosen by measurement (BENCHMARKS.md, issue 13): gthread keeps connections alive and keeps
+# answering while logins hash; sync costs less per request without keep-alive.
+DEFAULT_WORKER_CLASS = "gthread"
 DEFAULT_WORKERS = os.cpu_count() or 1
 DEFAULT_THREADS = {"sync": 1, "gthread": 4}
 # prometheus_client reads this variable itself; gunicorn.conf.py sets it (see there).

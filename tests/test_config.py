@@ -157,7 +157,7 @@ def test_operations_and_server_defaults():
     assert production.log_format == "json"
     assert [str(n) for n in production.metrics_allow_ips] == ["127.0.0.1/32", "::1/128"]
     assert production.server.bind == "127.0.0.1:9090"
-    assert (production.server.worker_class, production.server.threads) == ("sync", 1)
+    assert (production.server.worker_class, production.server.threads) == ("gthread", 4)
     development = load_settings({"APP_ENV": "development", "PORT": "9191"})
     assert development.log_format == "text" and development.server.bind == "127.0.0.1:9191"
 

@@ -144,9 +144,9 @@ def test_revocation_is_seen_by_every_worker_at_once(served):
 
 
 @pytest.fixture
-def served_gthread(redis_server, real_redis, tmp_path) -> Iterator[Served]:
-    """The threaded worker, which keeps HTTP/1.1 connections open (GUNICORN_WORKER_CLASS)."""
-    yield from serve_two_workers(redis_server, tmp_path, GUNICORN_WORKER_CLASS="gthread")
+def served_sync(redis_server, real_redis, tmp_path) -> Iterator[Served]:
+    """The sync worker (GUNICORN_WORKER_CLASS=sync), which closes every connection."""
+    yield from serve_two_workers(redis_server, tmp_path, GUNICORN_WORKER_CLASS="sync")
 
 
 def keep_alive_session(served: Served) -> list[str | None]:
@@ -180,14 +180,14 @@ def keep_alive_session(served: Served) -> list[str | None]:
     return connection_headers
 
 
-def test_keep_alive_serves_a_whole_session_on_one_connection(served_gthread):
-    """gthread keeps HTTP/1.1 connections open, errors and form posts included."""
-    assert all(header != "close" for header in keep_alive_session(served_gthread))
+def test_keep_alive_serves_a_whole_session_on_one_connection(served):
+    """gthread (the default) keeps HTTP/1.1 connections open, errors and form posts included."""
+    assert all(header != "close" for header in keep_alive_session(served))
 
 
-def test_the_default_sync_worker_serves_keep_alive_clients_one_connection_each(served):
+def test_the_sync_worker_serves_keep_alive_clients_one_connection_each(served_sync):
     """sync answers every request, then closes: a keep-alive client just reconnects."""
-    assert keep_alive_session(served) == ["close"] * 5
+    assert keep_alive_session(served_sync) == ["close"] * 5
 
 
 def test_tokens_never_reach_the_log(served):
