@@ -166,7 +166,7 @@ class GunicornLogger(ScrubbingLogger):
             "request_id": environ.get(REQUEST_ID_KEY),
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("PATH_INFO"),
-            "status": resp.status_code,
+            "status": _status_code(resp),
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
             "client": environ.get(CLIENT_KEY) or environ.get("REMOTE_ADDR"),
             "bytes": resp.sent,
@@ -175,6 +175,13 @@ class GunicornLogger(ScrubbingLogger):
         if user is not None:
             line["user"] = user
         self._out.msg(self._render(None, "info", self._stamp(None, "info", line)))
+
+
+def _status_code(resp: Any) -> int:
+    """The status of a response the app made, or of gunicorn's own error answer (whose
+    Response carries only the ``"400 Bad Request"`` status line)."""
+    code = getattr(resp, "status_code", None)
+    return code if code is not None else int(str(resp.status).split(None, 1)[0])
 
 
 def gunicorn_logger_class(log_format: str) -> type[GunicornLogger]:
