@@ -78,15 +78,19 @@ def start(command: list[str], env: dict[str, str], log: Path) -> Served:
             start_new_session=True,
         )
     served = Served(process, f"http://127.0.0.1:{port}", log)
+    # gunicorn forks its workers one after another: wait for all of them, so a test that
+    # compares worker pids before and after a request does not see a late fork as a respawn
+    workers = int(env.get("WEB_CONCURRENCY", "1"))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"server exited early:\n{log.read_text()}")
         try:
-            if served.request("/healthz")[0] == 200:
+            if served.request("/healthz")[0] == 200 and len(served.worker_pids()) >= workers:
                 return served
         except OSError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     stop(served)
     pytest.fail(f"server did not answer within 30 s:\n{log.read_text()}")
 
