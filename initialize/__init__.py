@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
 
 from flask import Flask
 from redis import RedisError
 
-from global_state import EXTENSION_KEY
-from global_state import AppState
 from initialize.cli import register_cli
 from initialize.config import ConfigError
 from initialize.config import load_settings
 from initialize.errors import register_error_handlers
 from initialize.headers import register_response_headers
-from initialize.jwt_manager import init_jwt
 from initialize.logs import build_logger
 from initialize.logs import configure_logging
 from initialize.logs import register_request_ids
@@ -26,17 +24,21 @@ from initialize.redis import check_eviction_policy
 from routers import register_routers
 from utils.body import BodyGuard
 from utils.body import BodyJSONProvider
-from utils.jwt import TokenVerifier
 from utils.metrics import Metrics
 from utils.passwords import hash_password
 from utils.redis import Client
 from utils.redis import RedisStore
+from utils.state import APP_STATE
+from utils.state import AppState
+from utils.tokens import Tokens
 
 # Submodule imports bind names on this package (``initialize.redis`` would shadow redis-py
 # here), so redis-py's names are imported directly above.
 __all__ = ["ConfigError", "create_app"]
 
-SEED_RETRY_SECONDS = 5.0
+SEED_FIRST_PAUSE_SECONDS = 0.25
+SEED_MAX_PAUSE_SECONDS = 5.0
+SEED_RETRY_FOR_SECONDS = 15 * 60.0
 
 
 def create_app(
@@ -54,12 +56,18 @@ def create_app(
     app.json = BodyJSONProvider(app)
     app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_content_length)
     store = RedisStore(redis_client or build_redis_client(settings), settings.redis_key_prefix)
-    verifier = TokenVerifier(settings.keys, settings.jwt_issuer, settings.jwt_audience)
-    metrics = Metrics(settings.metrics_dir)
-    app.extensions[EXTENSION_KEY] = AppState(
-        settings, store, verifier, metrics, build_logger(settings.log_format)
+    tokens = Tokens(
+        settings.keys,
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        settings.access_token_ttl,
+        settings.refresh_token_ttl,
     )
-    init_jwt(app, settings)
+    tokens.init_app(app)
+    metrics = Metrics(settings.metrics_dir)
+    APP_STATE.bind(
+        app, AppState(settings, store, tokens, metrics, build_logger(settings.log_format))
+    )
     register_request_ids(app, settings.trusted_proxies)
     register_request_metrics(app, metrics)
     register_routers(app)
@@ -72,27 +80,32 @@ def create_app(
 
 
 def _seed_demo_users(app: Flask, store: RedisStore, users: tuple[tuple[str, str], ...]) -> None:
-    """Create DEMO_USERS that are absent; if Redis is down now, retry on later requests."""
+    """Create DEMO_USERS that are absent. If Redis is down at start, a background thread keeps
+    trying (backing off to every few seconds, for a bounded time): requests never pay for it."""
     if not users:
         return
 
-    def seed() -> None:
-        for username, password in users:
-            if not store.user_exists(username):
-                store.create_user(username, hash_password(password))
+    def seed() -> bool:
+        try:
+            for username, password in users:
+                if not store.user_exists(username):
+                    store.create_user(username, hash_password(password))
+        except RedisError:
+            return False
+        return True
 
-    try:
-        seed()
-    except RedisError:
-        app.logger.warning("Redis unavailable at start: demo users will be created later")
-        pending = {"next_try": 0.0}
+    if seed():
+        return
+    app.logger.warning("Redis unavailable at start: demo users will be created when it answers")
 
-        @app.before_request
-        def seed_when_redis_returns() -> None:
-            if pending and time.monotonic() >= pending["next_try"]:
-                pending["next_try"] = time.monotonic() + SEED_RETRY_SECONDS
-                try:
-                    seed()
-                except RedisError:
-                    return
-                pending.clear()
+    def seed_when_redis_returns() -> None:
+        deadline, pause = time.monotonic() + SEED_RETRY_FOR_SECONDS, SEED_FIRST_PAUSE_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(pause)
+            if seed():
+                app.logger.info("Redis answers again: demo users created")
+                return
+            pause = min(pause * 2, SEED_MAX_PAUSE_SECONDS)
+        app.logger.warning("demo users were not created: Redis did not answer in time")
+
+    threading.Thread(target=seed_when_redis_returns, name="seed-demo-users", daemon=True).start()

@@ -15,13 +15,13 @@ import click
 from flask import Flask
 from redis import RedisError
 
-from global_state import get_store
 from initialize.config import ASYMMETRIC_ALGORITHMS
 from utils.errors import ApiError
 from utils.keys import generate_private_key_pem
 from utils.keys import public_key_pem
 from utils.passwords import hash_password
 from utils.redis import RedisStore
+from utils.state import get_store
 from utils.users import USERNAME_PATTERN
 from utils.users import check_new_password
 from utils.users import read_credentials

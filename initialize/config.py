@@ -11,11 +11,8 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from utils.jwt import TokenSource
-from utils.jwt import parse_token_lookup
 from utils.keys import KeyFileError
 from utils.keys import KeySet
 from utils.keys import asymmetric_key_set
@@ -26,6 +23,10 @@ from utils.net import DEFAULT_TRUSTED_PROXIES
 from utils.net import AddressNetwork
 from utils.net import parse_networks
 from utils.net import parse_trusted_proxies
+from utils.settings import ServerSettings
+from utils.settings import Settings
+from utils.token_lookup import TokenSource
+from utils.token_lookup import parse_token_lookup
 from utils.users import USERNAME_PATTERN
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -69,60 +70,6 @@ class ConfigError(ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"configuration error: {variable} {problem}")
         self.variable = variable
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What gunicorn.conf.py hands gunicorn: where to listen and how many workers and threads."""
-
-    bind: str
-    workers: int
-    threads: int
-    worker_class: str
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the service reads from its environment, typed and validated."""
-
-    app_env: str
-    keys: KeySet
-    jwt_issuer: str
-    jwt_audience: str | None
-    access_token_ttl: int
-    refresh_token_ttl: int
-    redis_url: str
-    redis_key_prefix: str
-    redis_mode: str
-    redis_sentinels: tuple[tuple[str, int], ...]
-    redis_sentinel_master: str
-    redis_socket_timeout: float
-    redis_connect_timeout: float
-    token_lookup: tuple[TokenSource, ...]
-    demo_users: tuple[tuple[str, str], ...]
-    login_max_failures: int
-    login_lock_seconds: int
-    cookie_mode: bool
-    cors_origins: tuple[str, ...]
-    trusted_proxies: frozenset[str]
-    max_content_length: int
-    introspection_clients: tuple[tuple[str, str], ...]
-    max_sessions_per_user: int
-    refresh_reuse_grace_seconds: int
-    log_format: str
-    metrics_allow_ips: tuple[AddressNetwork, ...]
-    metrics_dir: str | None
-    server: ServerSettings
-
-    @property
-    def jwt_algorithm(self) -> str:
-        """The one algorithm tokens are signed and verified with (the key set's)."""
-        return self.keys.algorithm
-
-    @property
-    def is_development(self) -> bool:
-        """True when the built-in dev secret and demo user are allowed."""
-        return self.app_env == "development"
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:

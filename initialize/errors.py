@@ -10,9 +10,9 @@ from flask import Response
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
-from global_state import get_metrics
 from utils.errors import ApiError
 from utils.errors import ServiceUnavailable
+from utils.state import get_metrics
 
 HTTP_MESSAGES = {
     HTTPStatus.BAD_REQUEST: "The request is malformed.",

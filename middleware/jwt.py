@@ -9,24 +9,19 @@ an optional route is called anonymously).
 from __future__ import annotations
 
 import functools
-import hmac
 from collections.abc import Callable
 from typing import Any
 
 from flask import g
 from flask import request
 
-from global_state import get_state
-from utils.cookies import REFRESH_COOKIE
-from utils.errors import CsrfFailed
 from utils.errors import Unauthorized
-from utils.jwt import ACCESS
-from utils.jwt import REFRESH
-from utils.jwt import TokenSource
-from utils.jwt import find_token
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-CSRF_HEADER = "X-CSRF-Token"
+from utils.state import get_state
+from utils.token_lookup import check_csrf
+from utils.token_lookup import find_token
+from utils.token_lookup import refresh_sources
+from utils.tokens import ACCESS
+from utils.tokens import REFRESH
 
 
 def authenticate(token_type: str, *, optional: bool, changes_state: bool) -> dict[str, Any] | None:
@@ -36,41 +31,22 @@ def authenticate(token_type: str, *, optional: bool, changes_state: bool) -> dic
     atomically by the rotation script.
     """
     state = get_state()
-    settings = state.settings
-    sources = (
-        settings.token_lookup if token_type == ACCESS else refresh_sources(settings.token_lookup)
-    )
-    found = find_token(request._get_current_object(), sources)  # one proxy lookup, not many
+    lookup = state.settings.token_lookup
+    sources = lookup if token_type == ACCESS else refresh_sources(lookup)
+    found = find_token(request, sources)
     if found is None:
         if optional:
             g.jwt_claims, g.username = None, None
             return None
         raise Unauthorized("A token is required.")
-    claims = state.verifier.verify(found.token, token_type)
-    if found.kind == "cookie" and (changes_state or request.method not in SAFE_METHODS):
-        presented = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(presented.encode(), claims["csrf"].encode()):
-            raise CsrfFailed(f"The {CSRF_HEADER} header is missing or does not match.")
+    claims = state.tokens.verify(found.token, token_type)
+    check_csrf(request, found, claims, changes_state=changes_state)
     if token_type == ACCESS and not state.store.is_token_active(
         claims["username"], claims["sid"], claims["jti"]
     ):
         raise Unauthorized("The token has been revoked.", invalid_token=True)
     g.jwt_claims, g.username = claims, claims["username"]
     return claims
-
-
-@functools.cache
-def refresh_sources(lookup: tuple[TokenSource, ...]) -> tuple[TokenSource, ...]:
-    """TOKEN_LOOKUP with its cookies swapped for ``jwt_refresh`` (the refresh token's cookie).
-
-    The ``jwt`` cookie holds the access token in cookie mode, so it can never be the refresh
-    token; the ``jwt_refresh`` cookie is always accepted, last if TOKEN_LOOKUP has no cookie.
-    """
-    refresh_cookie = TokenSource("cookie", REFRESH_COOKIE)
-    sources = [refresh_cookie if source.kind == "cookie" else source for source in lookup]
-    if refresh_cookie not in sources:
-        sources.append(refresh_cookie)
-    return tuple(dict.fromkeys(sources))
 
 
 def _guard(token_type: str, *, optional: bool, changes_state: bool) -> Callable:

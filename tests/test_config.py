@@ -8,7 +8,7 @@ from initialize import create_app
 from initialize.config import DEVELOPMENT_SECRET
 from initialize.config import ConfigError
 from initialize.config import load_settings
-from utils.jwt import TokenSource
+from utils.token_lookup import TokenSource
 
 SECRET = "s" * 40
 

@@ -12,11 +12,11 @@ import redis
 
 from tests.conftest import service_client
 from utils import redis as redis_store
-from utils.jwt import TokenPair
 from utils.net import Caller
 from utils.redis import RedisStore
 from utils.redis import Rotation
 from utils.redis import Script
+from utils.tokens import TokenPair
 
 
 def make_pair(

@@ -6,8 +6,8 @@ import pytest
 
 from middleware.jwt import refresh_sources
 from tests.conftest import AuthActions
-from utils.jwt import TokenSource
-from utils.jwt import parse_token_lookup
+from utils.token_lookup import TokenSource
+from utils.token_lookup import parse_token_lookup
 
 BEARER = AuthActions.bearer
 

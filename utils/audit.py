@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import request
 
-from global_state import get_audit_log
-from global_state import get_metrics
+from utils.state import get_audit_log
+from utils.state import get_metrics
 
 # WSGI environ keys the request hooks set (a dotted prefix, as PEP 3333 asks of extensions).
 REQUEST_ID_KEY = "flask_jwt_redis.request_id"

@@ -10,17 +10,16 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from global_state import get_state
 from utils import audit
 from utils.errors import TooManyAttempts
 from utils.errors import Unauthorized
-from utils.jwt import MAX_TOKEN_LENGTH
-from utils.jwt import TokenPair
-from utils.jwt import issue_token_pair
 from utils.net import Caller
 from utils.passwords import hash_password
 from utils.passwords import verify_password
 from utils.redis import Rotation
+from utils.state import get_state
+from utils.token_lookup import MAX_TOKEN_LENGTH
+from utils.tokens import TokenPair
 
 
 def log_in(username: str, password: str, caller: Caller) -> TokenPair:
@@ -28,7 +27,7 @@ def log_in(username: str, password: str, caller: Caller) -> TokenPair:
     state = get_state()
     settings, store = state.settings, state.store
     check_password(username, password, caller)
-    pair = issue_token_pair(username, settings.access_token_ttl, settings.refresh_token_ttl)
+    pair = state.tokens.issue_pair(username)
     store.record_tokens(
         pair, caller, max_sessions=settings.max_sessions_per_user, reset_failures=True
     )
@@ -55,12 +54,7 @@ def rotate(refresh_claims: dict[str, Any], caller: Caller) -> TokenPair:
     (but within REFRESH_REUSE_GRACE_SECONDS of the spending it gets a pair too)."""
     state = get_state()
     settings = state.settings
-    pair = issue_token_pair(
-        refresh_claims["username"],
-        settings.access_token_ttl,
-        settings.refresh_token_ttl,
-        session_id=refresh_claims["sid"],
-    )
+    pair = state.tokens.issue_pair(refresh_claims["username"], session_id=refresh_claims["sid"])
     outcome = state.store.rotate_refresh_token(
         refresh_claims["jti"],
         refresh_claims["exp"],
@@ -107,7 +101,7 @@ def verified_claims(token: str) -> dict[str, Any] | None:
     if len(token) > MAX_TOKEN_LENGTH:
         return None
     try:
-        return get_state().verifier.verify_any(token)
+        return get_state().tokens.verify_any(token)
     except Unauthorized:
         return None
 

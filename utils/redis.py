@@ -38,8 +38,8 @@ from typing import NamedTuple
 import redis
 from redis.cluster import RedisCluster
 
-from utils.jwt import TokenPair
 from utils.net import Caller
+from utils.tokens import TokenPair
 
 Client = redis.Redis | RedisCluster
 NOEVICTION = "noeviction"

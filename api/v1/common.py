@@ -8,10 +8,10 @@ from typing import Any
 from flask import Response
 from flask import request
 
-from global_state import get_settings
 from utils.errors import BadRequest
 from utils.net import Caller
 from utils.net import request_client
+from utils.state import get_settings
 
 
 def caller() -> Caller:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import Response
 from flask import jsonify
 
-from global_state import get_settings
-from global_state import get_store
 from utils.errors import NotFound
 from utils.errors import ServiceUnavailable
 from utils.redis import NOEVICTION
+from utils.state import get_settings
+from utils.state import get_store
 
 
 def healthz() -> Response:

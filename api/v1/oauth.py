@@ -15,15 +15,15 @@ from flask import request
 
 from api.v1.common import caller
 from api.v1.common import no_store
-from global_state import get_settings
-from global_state import get_verifier
 from utils import auth
 from utils.errors import BadRequest
 from utils.errors import NotFound
 from utils.errors import OAuthError
 from utils.errors import Unauthorized
-from utils.jwt import ACCESS
-from utils.jwt import REFRESH
+from utils.state import get_settings
+from utils.state import get_tokens
+from utils.tokens import ACCESS
+from utils.tokens import REFRESH
 from utils.users import read_credentials
 
 TOKEN_TYPE_NAMES = {ACCESS: "access_token", REFRESH: "refresh_token"}
@@ -39,7 +39,7 @@ def token() -> Response:
             username, password = read_credentials(form)
             pair = auth.log_in(username, password, caller())
         elif grant_type == "refresh_token":
-            claims = get_verifier().verify(_required("refresh_token"), REFRESH)
+            claims = get_tokens().verify(_required("refresh_token"), REFRESH)
             pair = auth.rotate(claims, caller())
         else:
             raise OAuthError(

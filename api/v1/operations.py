@@ -10,10 +10,10 @@ from flask import jsonify
 from flask import request
 
 from api.v1.openapi import openapi_document
-from global_state import get_metrics
-from global_state import get_settings
 from utils.audit import CLIENT_KEY
 from utils.net import address_in
+from utils.state import get_metrics
+from utils.state import get_settings
 
 
 def metrics() -> Response:

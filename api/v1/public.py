@@ -11,14 +11,14 @@ from flask import jsonify
 from api.v1.common import caller
 from api.v1.common import no_store
 from api.v1.common import request_fields
-from global_state import get_settings
-from global_state import get_store
 from utils import audit
 from utils import auth
-from utils.cookies import set_token_cookies
 from utils.errors import Conflict
-from utils.jwt import TokenPair
 from utils.passwords import hash_password
+from utils.state import get_settings
+from utils.state import get_store
+from utils.token_lookup import set_token_cookies
+from utils.tokens import TokenPair
 from utils.users import check_new_password
 from utils.users import read_credentials
 

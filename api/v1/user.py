@@ -13,13 +13,13 @@ from flask import request
 from api.v1.common import caller
 from api.v1.common import no_store
 from api.v1.common import request_fields
-from global_state import get_settings
-from global_state import get_store
 from utils import audit
 from utils import auth
-from utils.cookies import clear_token_cookies
 from utils.errors import BadRequest
 from utils.errors import NotFound
+from utils.state import get_settings
+from utils.state import get_store
+from utils.token_lookup import clear_token_cookies
 from utils.users import read_password_change
 
 TEXT = {"Content-Type": "text/plain; charset=utf-8"}
