@@ -60,7 +60,8 @@ def test_authlib_password_grant_welcome_refresh_and_automatic_refresh(serve):
         update_token=update_token,
         leeway=0,
     ) as session:
-        first = session.fetch_token(username="kesa", password="123")  # as README shows
+        # as docs/sessions-and-oauth.md shows
+        first = session.fetch_token(username="kesa", password="123")
         assert first["token_type"] == "Bearer"
         assert first["expires_in"] == 2
         assert session.get(f"{base}/user/welcome").text == "Welcome ! kesa"
