@@ -34,7 +34,7 @@ if _FIRST_LOAD:
 
 from initialize.config import ConfigError  # noqa: E402
 from initialize.config import load_settings  # noqa: E402
-from initialize.gunicorn_hooks import install_json_errors  # noqa: E402
+from initialize.gunicorn_hooks import WORKER_CLASSES  # noqa: E402
 from initialize.logs import configure_logging  # noqa: E402
 from initialize.logs import gunicorn_logger_class  # noqa: E402
 from utils.metrics import mark_worker_dead  # noqa: E402
@@ -48,7 +48,8 @@ except ConfigError as error:
 
 bind = [_settings.server.bind]
 workers = _settings.server.workers
-worker_class = _settings.server.worker_class
+# gunicorn's sync or gthread worker, answering its own early errors in JSON (gunicorn_hooks.py).
+worker_class = WORKER_CLASSES[_settings.server.worker_class]
 threads = _settings.server.threads
 timeout = 30
 graceful_timeout = 30
@@ -62,8 +63,7 @@ forwarded_allow_ips = ",".join(sorted(_settings.trusted_proxies))
 control_socket_disable = True
 
 # Request limits: gunicorn answers 400/414/431 beyond them, before the app sees anything, in
-# JSON like every other error of the service.
-install_json_errors()
+# JSON like every other error of the service (the worker classes above).
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from gunicorn.app.base import Application
-from gunicorn.util import import_app
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONFIG = PROJECT_ROOT / "gunicorn.conf.py"
@@ -21,7 +21,8 @@ class _EmbeddedGunicorn(Application):
         self.load_config_from_file(str(GUNICORN_CONFIG))
 
     def load(self) -> object:
-        return import_app("main:app")
+        """``main:app``, imported in the worker as ``gunicorn main:app`` imports it."""
+        return importlib.import_module("main").app
 
 
 def run() -> None:

@@ -21,13 +21,22 @@ from pathlib import Path
 import fakeredis
 import pytest
 from gunicorn.config import Config
+from gunicorn.http.errors import ForbiddenProxyRequest
 from gunicorn.http.errors import InvalidChunkSize
+from gunicorn.http.errors import InvalidRequestLine
+from gunicorn.http.errors import LimitRequestHeaders
+from gunicorn.http.errors import LimitRequestLine
+from gunicorn.http.errors import UnsupportedTransferCoding
+from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.sync import SyncWorker
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
 from initialize import create_app
+from initialize.config import WORKER_CLASSES
+from initialize.gunicorn_hooks import WORKER_CLASSES as GUNICORN_WORKERS
 from initialize.gunicorn_hooks import ScrubbingLogger
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
@@ -333,10 +342,22 @@ def assert_clean_log(served: Served, *secrets: str, server_errors: bool = False)
         assert secret not in log
 
 
-def test_gunicorns_error_log_keeps_no_quoted_request_bytes_and_no_exception_message(tmp_path):
+@pytest.fixture
+def error_log(tmp_path) -> Iterator[ScrubbingLogger]:
+    """gunicorn's logger as the service sets it up, its error log in ``tmp_path/error.log``."""
     config = Config()
     config.set("errorlog", str(tmp_path / "error.log"))
+    config.set("worker_tmp_dir", str(tmp_path))
     log = ScrubbingLogger(config)
+    yield log
+    for handler in log.error_log.handlers:
+        handler.close()
+
+
+def test_gunicorns_error_log_keeps_no_quoted_request_bytes_and_no_exception_message(
+    tmp_path, error_log
+):
+    log = error_log
     log.warning(f"Invalid request from ip=1.2.3.4: Invalid chunk size: {SECRET_PASSWORD!r}")
     log.warning(f"Invalid request from ip=1.2.3.4: Invalid HTTP method: {SECRET_PASSWORD!r}")
     both_quotes = SECRET_PASSWORD.encode() + b"'\""  # repr() escapes one kind of quote
@@ -350,6 +371,59 @@ def test_gunicorns_error_log_keeps_no_quoted_request_bytes_and_no_exception_mess
     assert "Invalid chunk size: [redacted]" in text
     assert "gunicorn.http.errors.InvalidChunkSize (message withheld)" in text
     assert __file__ in text  # the frames stay: they are code, not request data
+
+
+def gunicorn_answer(worker_class: type, exc: BaseException, log: ScrubbingLogger) -> bytes:
+    """What a worker of ``worker_class`` sends a client when ``handle_error`` meets ``exc``."""
+    worker = worker_class(0, 0, [], None, 30, log.cfg, log)
+    server, client = socket.socketpair()
+    with server, client:
+        worker.handle_error(None, server, ("1.2.3.4", 1234), exc)
+        server.close()
+        worker.tmp.close()
+        return client.recv(65536)
+
+
+@pytest.mark.parametrize("setting", WORKER_CLASSES)
+@pytest.mark.parametrize(
+    "exc",
+    [
+        InvalidRequestLine(f"GET /?token={SECRET_PASSWORD}"),
+        LimitRequestLine(9000, 8190),
+        LimitRequestHeaders("Request Header Fields Too Large"),
+        UnsupportedTransferCoding(SECRET_PASSWORD),
+        ForbiddenProxyRequest("1.2.3.4"),
+        InvalidChunkSize(SECRET_PASSWORD.encode()),
+        ValueError(SECRET_PASSWORD),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_gunicorns_own_answers_keep_its_status_line_with_a_json_body(
+    tmp_path, error_log, setting, exc
+):
+    """Each worker class of the setting answers as gunicorn's own would, with JSON for HTML."""
+    error_log.cfg.set("worker_class", GUNICORN_WORKERS[setting])  # loaded as gunicorn does
+    ours = error_log.cfg.worker_class
+    stock = {"sync": SyncWorker, "gthread": ThreadWorker}[setting]
+    assert issubclass(ours, stock)
+    theirs = gunicorn_answer(stock, exc, error_log)
+    answer = gunicorn_answer(ours, exc, error_log)
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == theirs.partition(b"\r\n")[0]
+    head, _, body = rest.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n") == [
+        b"Connection: close",
+        b"Content-Type: application/json",
+        b"Content-Length: %d" % len(body),
+    ]
+    code, reason = status_line.split(b" ", 2)[1:]
+    assert json.loads(body) == {"code": int(code), "message": f"{reason.decode()}."}
+    assert SECRET_PASSWORD.encode() not in answer
+    assert SECRET_PASSWORD not in (tmp_path / "error.log").read_text()
+
+
+def test_every_worker_class_setting_has_a_json_worker():
+    assert set(GUNICORN_WORKERS) == set(WORKER_CLASSES)
 
 
 NESTED = b"[" * 1000 + b"]" * 1000
