@@ -42,8 +42,8 @@ from initialize import create_app as create_service_app
 from initialize.config import DEVELOPMENT_DEMO_USERS
 from initialize.config import DEVELOPMENT_SECRET
 from initialize.config import ConfigError
-from initialize.config import Settings
 from initialize.config import load_settings
+from utils.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_REDIS_CHOICES = ("auto", "private", "embedded")

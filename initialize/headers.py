@@ -6,14 +6,15 @@ from flask import Flask
 from flask import Response
 from flask import request
 
-from initialize.config import Settings
+from utils.settings import Settings
+from utils.token_lookup import CSRF_HEADER
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
-CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-CSRF-Token"
+CORS_ALLOWED_HEADERS = f"Authorization, Content-Type, {CSRF_HEADER}"
 CORS_MAX_AGE_SECONDS = "600"
 
 

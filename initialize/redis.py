@@ -28,10 +28,10 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from initialize.config import Settings
 from utils.redis import NOEVICTION
 from utils.redis import Client
 from utils.redis import RedisStore
+from utils.settings import Settings
 
 HEALTH_CHECK_SECONDS = 30
 RETRIES = 2

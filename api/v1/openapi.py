@@ -11,6 +11,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from utils.token_lookup import ACCESS_COOKIE
+from utils.token_lookup import CSRF_HEADER
+from utils.token_lookup import REFRESH_COOKIE
+
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
@@ -104,7 +108,7 @@ OAUTH_TOKENS_SCHEMA = {
 ERROR_MEANINGS = {
     "400": "Missing or malformed fields.",
     "401": "Bad credentials, or a token missing, malformed, expired, revoked or of the wrong type.",
-    "403": "A token taken from a cookie without the matching X-CSRF-Token header.",
+    "403": f"A token taken from a cookie without the matching {CSRF_HEADER} header.",
     "404": "Not found.",
     "409": "The username is taken.",
     "413": "The request body is over the limit.",
@@ -545,8 +549,8 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
-                "cookieToken": {"type": "apiKey", "in": "cookie", "name": "jwt"},
-                "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "jwt_refresh"},
+                "cookieToken": {"type": "apiKey", "in": "cookie", "name": ACCESS_COOKIE},
+                "refreshCookie": {"type": "apiKey", "in": "cookie", "name": REFRESH_COOKIE},
                 "introspectionClient": {"type": "http", "scheme": "basic"},
             },
         },
