@@ -48,10 +48,19 @@ import psutil
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))  # devtools, and utils for the in-process hashes
+
+from devtools.processes import free_port  # noqa: E402 (needs ROOT on the path)
+from devtools.processes import start_process  # noqa: E402
+from devtools.processes import start_redis_server  # noqa: E402
+from devtools.processes import stop_process  # noqa: E402
+from devtools.processes import wait_until  # noqa: E402
+
 LUA_SCRIPT = BENCH / "wrk_bench.lua"
 RESULTS_DIR = BENCH / "results"
 CHART = BENCH / "cpu_per_request.png"
 BOOTSTRAP_SAMPLES = 2000
+STOP_TIMEOUT = 35  # seconds for a graceful stop before SIGKILL
 FULL_RUN_LIMIT_SECONDS = 600  # a full run must finish within ~10 minutes
 
 DEMO_USER = "kesa"
@@ -137,58 +146,34 @@ class Proc:
             return ""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start(name: str, command: list[str], env: dict[str, str], port: int, logdir: Path) -> Proc:
     log = logdir / f"{name}.log"
     with log.open("wb") as sink:
-        popen = subprocess.Popen(  # noqa: S603 (our own fixed command line)
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        popen = start_process(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     return Proc(name, popen, port, log)
 
 
 def stop(proc: Proc) -> None:
     """SIGTERM the process group we started (gunicorn stops gracefully), SIGKILL if it hangs."""
-    if proc.popen.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, signal.SIGTERM)
+    stop_process(proc.popen, STOP_TIMEOUT, group=True)
+
+
+def ready(proc: Proc, probe, what: str, timeout: float = 30) -> None:
+    """Wait (bounded) until ``probe()`` is true, stopping ``proc`` if it never gets there: the
+    caller only learns of a process (to stop it later) once it is ready."""
+
+    def answered() -> bool:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            return not proc.alive() or probe()
+        return False
+
     try:
-        proc.popen.wait(timeout=35)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, signal.SIGKILL)
-        proc.popen.wait(timeout=10)
-
-
-def wait_for(proc: Proc, probe, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+        if not wait_until(answered, timeout):
+            raise BenchError(
+                f"{proc.name}: {what} not ready within {timeout:.0f} s:\n{proc.log_tail()}"
+            )
         if not proc.alive():
             raise BenchError(f"{proc.name} exited early:\n{proc.log_tail()}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if probe():
-                return
-        time.sleep(0.1)
-    raise BenchError(f"{proc.name}: {what} not ready within {timeout:.0f} s:\n{proc.log_tail()}")
-
-
-def ready(proc: Proc, probe, what: str) -> None:
-    """:func:`wait_for`, stopping ``proc`` if it never gets ready: the caller only learns of
-    a process (to stop it later) once it is ready."""
-    try:
-        wait_for(proc, probe, what)
     except BaseException:
         stop(proc)
         raise
@@ -227,26 +212,15 @@ def redis_info(port: int, section: str) -> dict[str, str]:
 
 
 def start_redis(workdir: Path, logdir: Path) -> Proc:
+    """A private redis-server on a free loopback port, answering PING (no persistence)."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    command = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-        "--protected-mode",
-        "yes",
-    ]
-    proc = start("redis-server", command, {"PATH": os.environ.get("PATH", "")}, port, logdir)
-    ready(proc, lambda: redis_command(port, "PING") == b"+PONG\r\n", "PING")
-    return proc
+    log = logdir / "redis-server.log"
+    options = ("--save", "", "--appendonly", "no", "--protected-mode", "yes", "--logfile", str(log))
+    try:
+        popen, port = start_redis_server(binary, workdir, *options, timeout=30)
+    except RuntimeError as error:
+        raise BenchError(str(error)) from None
+    return Proc("redis-server", popen, port, log)
 
 
 def server_env(args: argparse.Namespace, redis_port: int, port: int) -> dict[str, str]:
@@ -583,8 +557,6 @@ class Bench:
         return {"slices": slices, "route": cpu_summary(slices)}
 
     def hash_pass(self) -> dict[str, Any]:
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
         from utils.passwords import hash_password  # the service's own hasher and parameters
 
         hash_password("warm-up")
@@ -1178,7 +1150,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # SIGTERM (timeout, CI, kill) unwinds like Ctrl-C, so the servers started in their own
-    # sessions are stopped by services()'s finally instead of outliving the run.
+    # process groups are stopped by services()'s finally instead of outliving the run.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sys.exit(main())
