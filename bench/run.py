@@ -233,6 +233,9 @@ def server_env(args: argparse.Namespace, redis_port: int, port: int) -> dict[str
         APP_ENV="development",
         DEMO_USERS=f"{DEMO_USER}:{DEMO_PASSWORD}",
         LOGIN_MAX_FAILURES="1000000",
+        # A run logs in hundreds of times (login's own runs, refresh's fresh sessions): beyond
+        # the default 100 sessions a login would end the session of the round's access token.
+        MAX_SESSIONS_PER_USER="1000000",
         REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         PORT=str(port),
         WEB_CONCURRENCY=str(args.workers),
