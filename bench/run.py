@@ -1,10 +1,11 @@
 """Benchmark flask-jwt-redis against a bare-Flask ceiling, both under gunicorn.conf.py.
 
-    .venv/bin/python bench/run.py [--rounds N] [--requests N] [--quick]
+    .venv/bin/python bench/run.py [--quick] [--rounds N] [--env NAME=VALUE ...] [--calibrate]
 
 Starts, on free loopback ports: a private redis-server (temp dir, no persistence), the service
-(``gunicorn -c gunicorn.conf.py main:app``) and the bare app (``bench.bare_app:app``) with the
-same environment and worker settings. Then, in every round (the order flips each round, A B B A):
+(``gunicorn -c gunicorn.conf.py main:app``), the bare app (``bench.bare_app:app``) and the floor
+app (``bench.floor_app:app``) with the same environment and worker settings. Then, in every
+round (the order flips each round, A B B A):
 
 * throughput and latency: one wrk run per route (req/s, p50, p99);
 * CPU per request: a fixed number of requests per route, sent by wrk in small slices
@@ -12,8 +13,8 @@ same environment and worker settings. Then, in every round (the order flips each
   the CPU time of the whole gunicorn process tree plus the redis-server, read before and after;
 * login: throughput, CPU per login, and Argon2id hashes per second in-process.
 
-Medians over the rounds go to a markdown table on stdout, a JSON file under bench/results/ and
-a PNG chart. bench/README.md explains every figure.
+Medians over the rounds go to a markdown table on stdout and a JSON file under bench/results/.
+bench/README.md explains every figure.
 """
 
 from __future__ import annotations
@@ -48,11 +49,30 @@ import psutil
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))  # devtools, and utils for the in-process hashes
+
+from devtools.processes import free_port  # noqa: E402 (needs ROOT on the path)
+from devtools.processes import start_process  # noqa: E402
+from devtools.processes import start_redis_server  # noqa: E402
+from devtools.processes import stop_process  # noqa: E402
+from devtools.processes import wait_until  # noqa: E402
+
 LUA_SCRIPT = BENCH / "wrk_bench.lua"
 RESULTS_DIR = BENCH / "results"
-CHART = BENCH / "cpu_per_request.png"
 BOOTSTRAP_SAMPLES = 2000
-FULL_RUN_LIMIT_SECONDS = 600  # a full run must finish within ~10 minutes
+STOP_TIMEOUT = 35  # seconds for a graceful stop before SIGKILL
+FULL_ROUNDS, QUICK_ROUNDS = 5, 2
+# Every other setting, (full run, --quick); bench/README.md says why these values.
+SETTINGS = {
+    "requests": (4000, 1000),  # CPU requests per route per round (and as many to the bare ping)
+    "slice": (500, 500),  # requests per CPU slice
+    "duration": (5, 2),  # seconds per wrk run
+    "connections": (16, 16),  # wrk -c
+    "threads": (2, 2),  # wrk -t
+    "login_requests": (100, 32),  # logins per round for login CPU
+    "hashes": (20, 5),  # in-process Argon2id hashes per round
+    "max_seconds": (600, 120),  # time limit: a full run must finish within ~10 minutes
+}
 
 DEMO_USER = "kesa"
 DEMO_PASSWORD = "123"  # noqa: S105 (the development demo user's published password)
@@ -137,58 +157,34 @@ class Proc:
             return ""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start(name: str, command: list[str], env: dict[str, str], port: int, logdir: Path) -> Proc:
     log = logdir / f"{name}.log"
     with log.open("wb") as sink:
-        popen = subprocess.Popen(  # noqa: S603 (our own fixed command line)
-            command,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        popen = start_process(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     return Proc(name, popen, port, log)
 
 
 def stop(proc: Proc) -> None:
     """SIGTERM the process group we started (gunicorn stops gracefully), SIGKILL if it hangs."""
-    if proc.popen.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, signal.SIGTERM)
+    stop_process(proc.popen, STOP_TIMEOUT, group=True)
+
+
+def ready(proc: Proc, probe, what: str, timeout: float = 30) -> None:
+    """Wait (bounded) until ``probe()`` is true, stopping ``proc`` if it never gets there: the
+    caller only learns of a process (to stop it later) once it is ready."""
+
+    def answered() -> bool:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            return not proc.alive() or probe()
+        return False
+
     try:
-        proc.popen.wait(timeout=35)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, signal.SIGKILL)
-        proc.popen.wait(timeout=10)
-
-
-def wait_for(proc: Proc, probe, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+        if not wait_until(answered, timeout):
+            raise BenchError(
+                f"{proc.name}: {what} not ready within {timeout:.0f} s:\n{proc.log_tail()}"
+            )
         if not proc.alive():
             raise BenchError(f"{proc.name} exited early:\n{proc.log_tail()}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if probe():
-                return
-        time.sleep(0.1)
-    raise BenchError(f"{proc.name}: {what} not ready within {timeout:.0f} s:\n{proc.log_tail()}")
-
-
-def ready(proc: Proc, probe, what: str) -> None:
-    """:func:`wait_for`, stopping ``proc`` if it never gets ready: the caller only learns of
-    a process (to stop it later) once it is ready."""
-    try:
-        wait_for(proc, probe, what)
     except BaseException:
         stop(proc)
         raise
@@ -227,26 +223,15 @@ def redis_info(port: int, section: str) -> dict[str, str]:
 
 
 def start_redis(workdir: Path, logdir: Path) -> Proc:
+    """A private redis-server on a free loopback port, answering PING (no persistence)."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    command = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-        "--protected-mode",
-        "yes",
-    ]
-    proc = start("redis-server", command, {"PATH": os.environ.get("PATH", "")}, port, logdir)
-    ready(proc, lambda: redis_command(port, "PING") == b"+PONG\r\n", "PING")
-    return proc
+    log = logdir / "redis-server.log"
+    options = ("--save", "", "--appendonly", "no", "--protected-mode", "yes", "--logfile", str(log))
+    try:
+        popen, port = start_redis_server(binary, workdir, *options, timeout=30)
+    except RuntimeError as error:
+        raise BenchError(str(error)) from None
+    return Proc("redis-server", popen, port, log)
 
 
 def server_env(args: argparse.Namespace, redis_port: int, port: int) -> dict[str, str]:
@@ -259,6 +244,9 @@ def server_env(args: argparse.Namespace, redis_port: int, port: int) -> dict[str
         APP_ENV="development",
         DEMO_USERS=f"{DEMO_USER}:{DEMO_PASSWORD}",
         LOGIN_MAX_FAILURES="1000000",
+        # A run logs in hundreds of times (login's own runs, refresh's fresh sessions): beyond
+        # the default 100 sessions a login would end the session of the round's access token.
+        MAX_SESSIONS_PER_USER="1000000",
         REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         PORT=str(port),
         WEB_CONCURRENCY=str(args.workers),
@@ -583,8 +571,6 @@ class Bench:
         return {"slices": slices, "route": cpu_summary(slices)}
 
     def hash_pass(self) -> dict[str, Any]:
-        if str(ROOT) not in sys.path:
-            sys.path.insert(0, str(ROOT))
         from utils.passwords import hash_password  # the service's own hasher and parameters
 
         hash_password("warm-up")
@@ -636,7 +622,7 @@ def cpu_summary(slices: list[dict[str, Any]]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
-# summary, table, chart
+# summary and table
 
 
 def median(values: list[float]) -> float:
@@ -781,132 +767,6 @@ def markdown_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-BLOCK_START = "<!-- bench/run.py results: start (generated by --write-benchmarks) -->"
-BLOCK_END = "<!-- bench/run.py results: end -->"
-
-
-def results_block(
-    summary: dict[str, Any], meta: dict[str, Any], problems: list[str], chart_path: Path
-) -> str:
-    """The machine, versions, settings and table, as BENCHMARKS.md shows them."""
-    box, found, settings = meta["machine"], meta["versions"], meta["settings"]
-    command = ".venv/bin/python bench/run.py" + (" --quick" if settings["quick"] else "")
-    lines = [
-        BLOCK_START,
-        "",
-        f"Run of {meta['date']} at commit `{meta['git']}`, {settings['rounds_done']} rounds in "
-        f"{meta['elapsed_s']:.0f} s. **The machine is shared and noisy**: load average "
-        f"{' '.join(box['loadavg'])} before the run, {' '.join(box['loadavg_end'])} after.",
-        "",
-        "| machine | |",
-        "| --- | --- |",
-        f"| CPU | {box['nproc']} cores (`nproc`), {box['cpu_model']} |",
-        f"| RAM | {box['ram_gib']} GiB |",
-        f"| kernel | {box['kernel']} |",
-        f"| Python | {found.get('python')} |",
-        f"| gunicorn / Flask | {found.get('gunicorn')} / {found.get('flask')} |",
-        f"| redis-py / hiredis | {found.get('redis')} / {found.get('hiredis')} |",
-        f"| redis-server | {found.get('redis-server')} |",
-        f"| wrk | {found.get('wrk')} |",
-        "",
-        f"Command: `{command}` (defaults: {settings['rounds']} rounds; "
-        f"`{settings['wrk']}` per route per round; CPU over "
-        f"{settings['cpu_requests_per_route_per_round']} requests per route per round and as "
-        f"many to the bare ping, in slices of {settings['slice']}; "
-        f"{settings['login_requests_per_round']} logins per round for login CPU; "
-        f"{settings['workers']} gunicorn workers per server, threads "
-        f"{settings['gunicorn_threads']}"
-        + (f", extra env {settings['extra_env']}" if settings["extra_env"] else "")
-        + ").",
-        "",
-        markdown_table(summary),
-        "",
-        "CPU ratio pooled over all rounds (Σ route CPU ÷ Σ route requests, over the same for "
-        "its interleaved bare slices; the 95% CI above resamples its A B B A blocks): "
-        + ", ".join(f"{r.key} {summary[r.key]['cpu_ratio_pooled']:.2f}" for r in ROUTES)
-        + ".",
-        "",
-        f"![CPU per request by route]({chart_path.relative_to(ROOT).as_posix()})"
-        if chart_path.is_relative_to(ROOT)
-        else f"Chart: `{chart_path}`",
-        "",
-    ]
-    if problems:
-        lines += ["Problems the run reported:", ""]
-        lines += [f"- {problem.splitlines()[0]}" for problem in problems]
-        lines.append("")
-    lines.append(BLOCK_END)
-    return "\n".join(lines)
-
-
-def write_benchmarks(block: str, path: Path) -> bool:
-    """Replace the generated block of BENCHMARKS.md (nothing outside the markers)."""
-    text = path.read_text()
-    start, end = text.find(BLOCK_START), text.find(BLOCK_END)
-    if start < 0 or end < start:
-        return False
-    path.write_text(text[:start] + block + text[end + len(BLOCK_END) :])
-    return True
-
-
-def chart(summary: dict[str, Any], meta: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [route.label for route in ROUTES]
-    rows = [summary[route.key] for route in ROUTES]
-    values = [row["cpu_us"] for row in rows]
-    errors = [
-        [row["cpu_us"] - row["cpu_us_min"] for row in rows],
-        [row["cpu_us_max"] - row["cpu_us"] for row in rows],
-    ]
-    bare = summary["bare"]["cpu_us"]
-    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
-    bars = axes.bar(labels, values, yerr=errors, capsize=4, color="#4c72b0", zorder=2)
-    axes.axhline(
-        bare, color="black", linewidth=1.5, zorder=3, label=f"bare Flask ping: {bare:.0f} µs"
-    )
-    for factor, style, name in (
-        (STRETCH["welcome"], ":", "stretch target (welcome, feed with token)"),
-        (TARGETS["welcome"], "--", "target (welcome, feed with token)"),
-        (TARGETS["refresh"], "-.", "target (refresh)"),
-    ):
-        axes.axhline(
-            bare * factor,
-            color="grey",
-            linestyle=style,
-            linewidth=1,
-            zorder=1,
-            label=f"{factor}x bare: {name}",
-        )
-    for bar, row in zip(bars, rows, strict=True):
-        axes.annotate(
-            f"{row['cpu_us']:.0f} µs\n{row['cpu_ratio']:.2f}x",
-            (bar.get_x() + bar.get_width() / 2, row["cpu_us_max"]),
-            xytext=(0, 3),
-            textcoords="offset points",
-            ha="center",
-            fontsize=9,
-        )
-    axes.legend(loc="upper left", fontsize=8, framealpha=0.9)
-    axes.set_ylabel("CPU µs per request (gunicorn tree + redis-server)")
-    axes.set_ylim(0, max(*[row["cpu_us_max"] for row in rows], bare * TARGETS["refresh"]) * 1.35)
-    login = summary["login"]
-    axes.set_title(
-        f"flask-jwt-redis CPU per request, median of {meta['settings']['rounds']} rounds "
-        f"({meta['date'][:10]}, {meta['git']})\n"
-        f"login (not drawn): {login['cpu_us'] / 1000:.1f} ms CPU per login; "
-        f"bars: min-max over rounds",
-        fontsize=10,
-    )
-    axes.grid(axis="y", alpha=0.3, zorder=0)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
 # --------------------------------------------------------------------------------------------
 # metadata
 
@@ -973,62 +833,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run (under ~90 s)")
     parser.add_argument("--rounds", type=int, help="rounds (default 5, quick 2)")
     parser.add_argument(
-        "--requests", type=int, help="CPU requests per route per round (default 4000, quick 1000)"
-    )
-    parser.add_argument("--slice", type=int, default=500, help="requests per CPU slice (500)")
-    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 5, quick 2)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk -c (16)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk -t (2)")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=int(os.environ.get("WEB_CONCURRENCY") or 2),
-        help="WEB_CONCURRENCY for both servers (default $WEB_CONCURRENCY or 2)",
-    )
-    parser.add_argument(
-        "--login-requests", type=int, help="logins per round for CPU (default 100, quick 32)"
-    )
-    parser.add_argument("--hashes", type=int, help="in-process hashes per round (20, quick 5)")
-    parser.add_argument(
         "--env",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="extra environment for both servers (repeatable), e.g. GUNICORN_THREADS=8",
+        help="extra environment for every server (repeatable), e.g. GUNICORN_WORKER_CLASS=sync",
     )
-    parser.add_argument("--max-seconds", type=float, help="time limit (600, quick 120)")
     parser.add_argument(
         "--calibrate",
         action="store_true",
         help="A/A check of the CPU ratio's noise: a second bare app instead of the service",
     )
-    parser.add_argument(
-        "--write-benchmarks",
-        action="store_true",
-        help="replace the generated results block of BENCHMARKS.md with this run's",
-    )
-    parser.add_argument("--chart", type=Path, help="PNG path (full run: bench/cpu_per_request.png)")
     args = parser.parse_args(argv)
-    quick = args.quick
-    defaults = {
-        "rounds": (5, 2),
-        "requests": (4000, 1000),
-        "duration": (5, 2),
-        "login_requests": (100, 32),
-        "hashes": (20, 5),
-        "max_seconds": (FULL_RUN_LIMIT_SECONDS, 120),
-    }
-    for name, (full, smoke) in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, smoke if quick else full)
-    if args.chart is None:
-        args.chart = RESULTS_DIR / "cpu_per_request-quick.png" if quick else CHART
+    for name, (full, quick) in SETTINGS.items():
+        setattr(args, name, quick if args.quick else full)
+    if args.rounds is None:
+        args.rounds = QUICK_ROUNDS if args.quick else FULL_ROUNDS
     try:
         args.env = dict(item.split("=", 1) for item in args.env)
     except ValueError:
         parser.error("--env takes NAME=VALUE")
-    if args.connections < args.threads or min(args.rounds, args.requests, args.duration) < 1:
-        parser.error("need connections >= threads and positive rounds, requests, duration")
+    args.workers = int(args.env.get("WEB_CONCURRENCY") or os.environ.get("WEB_CONCURRENCY") or 2)
+    if args.rounds < 1 or args.workers < 1:
+        parser.error("rounds and WEB_CONCURRENCY must be positive")
     return args
 
 
@@ -1153,7 +980,6 @@ def main(argv: list[str] | None = None) -> int:
     document = {"meta": meta, "summary": summary, "problems": problems, "rounds": rounds}
     out.write_text(json.dumps(document, indent=1) + "\n")
     (RESULTS_DIR / "latest.json").write_text(json.dumps(document, indent=1) + "\n")
-    chart(summary, meta, args.chart)
     print(markdown_table(summary))
     print(
         "\npooled CPU ratios: "
@@ -1162,23 +988,16 @@ def main(argv: list[str] | None = None) -> int:
     over = elapsed > args.max_seconds
     print(
         f"\n{len(rounds)} rounds in {elapsed:.0f} s (limit {args.max_seconds:.0f} s"
-        f"{': TOO SLOW' if over else ''}); results {out.relative_to(ROOT)}, "
-        f"chart {args.chart.relative_to(ROOT) if args.chart.is_relative_to(ROOT) else args.chart}"
+        f"{': TOO SLOW' if over else ''}); results {out.relative_to(ROOT)}"
     )
     for problem in problems:
         print(f"problem: {problem}")
-    if args.write_benchmarks:
-        target = ROOT / "BENCHMARKS.md"
-        if write_benchmarks(results_block(summary, meta, problems, args.chart), target):
-            log(f"bench: updated the results block of {target.name}")
-        else:
-            log(f"bench: {target.name} has no results block markers; not updated")
     return 1 if problems or over or truncated else 0
 
 
 if __name__ == "__main__":
     # SIGTERM (timeout, CI, kill) unwinds like Ctrl-C, so the servers started in their own
-    # sessions are stopped by services()'s finally instead of outliving the run.
+    # process groups are stopped by services()'s finally instead of outliving the run.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sys.exit(main())

@@ -1,4 +1,4 @@
-"""Process helpers shared by the local runner and the tests: free port, redis-server, stop.
+"""Process helpers shared by the local runner, the tests and bench/: free port, redis-server, stop.
 
 Everything here is loopback only and bounded in time; processes are stopped by the handle this
 code got when it started them, never looked up by name.
@@ -75,11 +75,18 @@ def start_redis_server(
     raise RuntimeError(f"redis-server did not answer on {LOOPBACK}:{port} within {timeout:g} s")
 
 
-def stop_process(process: subprocess.Popen, timeout: float) -> int:
-    """SIGTERM, wait up to ``timeout`` s, then SIGKILL (its process group if it leads one)."""
+def stop_process(process: subprocess.Popen, timeout: float, *, group: bool = False) -> int:
+    """SIGTERM, wait up to ``timeout`` s, then SIGKILL (its process group if it leads one).
+
+    ``group``: SIGTERM goes to the process group it leads (as a terminal's signal would), not
+    only to the process; the exit status either way.
+    """
     if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group and os.getpgid(process.pid) == process.pid:
+                os.killpg(process.pid, signal.SIGTERM)
+            else:
+                process.send_signal(signal.SIGTERM)
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

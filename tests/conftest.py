@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis.cluster import RedisCluster
 
+from devtools import processes
 from initialize import create_app
 from initialize.config import load_settings
 from initialize.redis import build_redis_client
@@ -81,13 +80,6 @@ SERVICE_VARIABLES = frozenset(
 )
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (loopback only)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class RedisServer:
     """A redis-server process this suite started."""
@@ -98,6 +90,10 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        """SIGTERM by its pid, SIGKILL if it has not exited within 10 s."""
+        processes.stop_process(self.process, 10)
 
 
 def require_binary(name: str, package: str) -> str:
@@ -118,34 +114,13 @@ def redis_server_binary() -> str:
 def start_redis_server(directory: Path) -> RedisServer:
     """Start redis-server on a free loopback port and wait (bounded) until it answers."""
     binary = redis_server_binary()
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(directory),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            client.ping()
-            return RedisServer(process, port)
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    pytest.fail("redis-server did not answer within 10 s")
+    try:
+        process, port = processes.start_redis_server(
+            binary, directory, "--save", "", "--appendonly", "no", timeout=10
+        )
+    except RuntimeError:
+        pytest.fail("redis-server did not answer within 10 s")
+    return RedisServer(process, port)
 
 
 @pytest.fixture(scope="session")
@@ -153,8 +128,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """One private redis-server for the whole session."""
     server = start_redis_server(tmp_path_factory.mktemp("redis"))
     yield server
-    server.process.terminate()
-    server.process.wait(timeout=10)
+    server.stop()
 
 
 class ClosedAfterTest(redis.Connection):

@@ -9,7 +9,6 @@ stay short.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -19,7 +18,11 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from tests.conftest import free_port
+from devtools import processes
+from devtools.processes import free_port
+from devtools.processes import start_process
+from devtools.processes import start_redis_server
+from devtools.processes import stop_process
 from tests.conftest import redis_server_binary
 from tests.conftest import require_binary
 
@@ -36,11 +39,20 @@ class Topology:
     processes: dict[int, subprocess.Popen] = field(default_factory=dict)
 
     def start(self, port: int, argv: list[str]) -> None:
-        log = (self.directory / f"{port}.log").open("ab")
-        self.processes[port] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory
-        )
-        log.close()
+        with (self.directory / f"{port}.log").open("ab") as log:
+            self.processes[port] = start_process(
+                argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory
+            )
+
+    def start_redis(self, binary: str, port: int, *options: str) -> None:
+        """redis-server on ``port`` (no persistence, log in ``PORT.log``), answering PING."""
+        logfile = str(self.directory / f"{port}.log")
+        argv = ("--save", "", "--appendonly", "no", "--logfile", logfile, *options)
+        try:
+            process, _ = start_redis_server(binary, self.directory, *argv, port=port)
+        except RuntimeError as error:
+            pytest.fail(str(error))
+        self.processes[port] = process
 
     def kill(self, port: int) -> None:
         """SIGKILL one node, as a crash would (no chance to hand over)."""
@@ -50,31 +62,20 @@ class Topology:
 
     def stop(self) -> None:
         for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process, 10)
 
 
 def wait_until(condition: Callable[[], bool], what: str, seconds: float = READY_SECONDS) -> None:
     """Poll ``condition`` (RedisError counts as not yet) until true, bounded in time."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+
+    def holds() -> bool:
         try:
-            if condition():
-                return
+            return bool(condition())
         except redis.RedisError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{what} not within {seconds} s")
+            return False
 
-
-def _redis_argv(binary: str, port: int, *extra: str) -> list[str]:
-    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *extra]
+    if not processes.wait_until(holds, seconds):
+        pytest.fail(f"{what} not within {seconds} s")
 
 
 def _node(port: int) -> redis.Redis:
@@ -125,11 +126,9 @@ def start_cluster(directory: Path) -> Cluster:
     binary = redis_server_binary()
     cli = require_binary("redis-cli", "redis-tools")
     cluster = Cluster(directory)
-    ports = [free_port() for _ in range(6)]
-    for port in ports:
-        cluster.start(
-            port,
-            _redis_argv(
+    try:
+        for port in [free_port() for _ in range(6)]:
+            cluster.start_redis(
                 binary,
                 port,
                 "--cluster-enabled",
@@ -140,13 +139,8 @@ def start_cluster(directory: Path) -> Cluster:
                 str(free_port()),
                 "--cluster-node-timeout",
                 str(NODE_TIMEOUT_MS),
-                "--appendonly",
-                "no",
-            ),
-        )
-    try:
-        for port in ports:
-            wait_until(lambda p=port: _node(p).ping(), f"cluster node {port} answering")
+            )
+        ports = list(cluster.processes)
         create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
         subprocess.run(
             [*create, "--cluster-replicas", "1", "--cluster-yes"],
@@ -196,20 +190,9 @@ def start_sentinel_group(directory: Path) -> SentinelGroup:
     sentinel_binary = require_binary("redis-sentinel", "redis-sentinel")
     group = SentinelGroup(directory)
     group.primary, group.replica = free_port(), free_port()
-    group.start(group.primary, _redis_argv(binary, group.primary, "--appendonly", "no"))
-    group.start(
-        group.replica,
-        _redis_argv(
-            binary,
-            group.replica,
-            "--appendonly",
-            "no",
-            "--replicaof",
-            "127.0.0.1",
-            str(group.primary),
-        ),
-    )
     try:
+        group.start_redis(binary, group.primary)
+        group.start_redis(binary, group.replica, "--replicaof", "127.0.0.1", str(group.primary))
         wait_until(
             lambda: _node(group.replica).info("replication")["master_link_status"] == "up",
             "the replica in sync",

@@ -34,6 +34,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from devtools.processes import free_port
 from initialize import create_app
 from initialize.config import WORKER_CLASSES
 from initialize.gunicorn_hooks import WORKER_CLASSES as GUNICORN_WORKERS
@@ -41,7 +42,6 @@ from initialize.gunicorn_hooks import ScrubbingLogger
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
 from tests.conftest import RedisServer
-from tests.conftest import free_port
 from tests.conftest import start_redis_server
 from tests.test_server import GUNICORN
 from tests.test_server import Served
@@ -318,8 +318,7 @@ def wire_server(directory: Path, worker_class: str, **settings: str) -> tuple[Se
 
 def stop_wire_server(served: Served, redis: RedisServer) -> None:
     stop(served)
-    redis.process.terminate()
-    redis.process.wait(timeout=10)
+    redis.stop()
 
 
 @pytest.fixture(scope="module", params=["gthread", "sync"])
@@ -542,8 +541,7 @@ def test_tokens_and_passwords_never_reach_the_log_on_any_failing_path(tmp_path, 
         assert served.request("/public/refresh", {"token": refresh})[0] == 401  # reuse: theft
         assert served.request("/user/welcome", headers=bearer)[0] == 401  # its session ended
         # Redis gone: every path that needs it is a 503, and says nothing more in the log
-        redis.process.terminate()
-        redis.process.wait(timeout=10)
+        redis.stop()
         refresh_body = chunk(f"token={refresh}".encode()) + b"0\r\n\r\n"
         for payload in (post("/public/login", form), chunked("/public/refresh", refresh_body)):
             assert exchange(served, payload).statuses == [503]

@@ -9,10 +9,10 @@ import fakeredis
 import pytest
 import redis
 
+from devtools.processes import free_port
 from initialize import create_app
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
-from tests.conftest import free_port
 from tests.conftest import start_redis_server
 
 BEARER = AuthActions.bearer
@@ -185,8 +185,7 @@ class TestRedisDown:
                 == 200
             )
         finally:
-            server.process.terminate()
-            server.process.wait(timeout=10)
+            server.stop()
 
     def test_out_of_memory_under_noeviction_is_a_503_and_issues_nothing(self, tmp_path):
         """A write Redis refuses (OOM) is a 503; a script runs whole or not at all, since
@@ -207,8 +206,7 @@ class TestRedisDown:
                 admin.config_set("maxmemory", "0")
             assert client.post("/public/login", data=KESA).status_code == 200
         finally:
-            server.process.terminate()
-            server.process.wait(timeout=10)
+            server.stop()
 
     def test_demo_users_are_seeded_once_redis_returns(self):
         server = fakeredis.FakeServer()

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
+from devtools.processes import free_port
+from devtools.processes import wait_until
 from tests.test_observability import AUDIT_EVENTS
 from tests.test_server import GUNICORN
 from tests.test_server import ROOT
@@ -54,12 +54,8 @@ def metrics_dir(served: Served) -> Path:
 
 
 def wait_for(condition, what: str, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
+    if not wait_until(condition, seconds):
+        pytest.fail(f"timed out waiting for {what}")
 
 
 def ping(served: Served, count: int) -> None:

@@ -137,17 +137,10 @@ class LocalRun:
     def stop(self) -> None:
         """Last-resort cleanup: only this run.sh's session, by its pids."""
         try:
-            if self.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=STOP_TIMEOUT)
+            stop_process(self.proc, STOP_TIMEOUT, group=True)
             for pid in session_members(self.proc.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
         finally:
             self._log.close()
 

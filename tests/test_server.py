@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from devtools.processes import free_port
+from devtools.processes import start_process
+from devtools.processes import stop_process
+from devtools.processes import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "main:app"]
@@ -69,40 +72,29 @@ def server_env(**extra: str) -> dict[str, str]:
 def start(command: list[str], env: dict[str, str], log: Path) -> Served:
     port = int(env["PORT"])
     with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        process = start_process(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     served = Served(process, f"http://127.0.0.1:{port}", log)
     # gunicorn forks its workers one after another: wait for all of them, so a test that
     # compares worker pids before and after a request does not see a late fork as a respawn
     workers = int(env.get("WEB_CONCURRENCY", "1"))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def serving() -> bool:
         if process.poll() is not None:
             pytest.fail(f"server exited early:\n{log.read_text()}")
         try:
-            if served.request("/healthz")[0] == 200 and len(served.worker_pids()) >= workers:
-                return served
+            return served.request("/healthz")[0] == 200 and len(served.worker_pids()) >= workers
         except OSError:
-            pass
-        time.sleep(0.1)
-    stop(served)
-    pytest.fail(f"server did not answer within 30 s:\n{log.read_text()}")
+            return False
+
+    if not wait_until(serving, 30):
+        stop(served)
+        pytest.fail(f"server did not answer within 30 s:\n{log.read_text()}")
+    return served
 
 
 def stop(served: Served) -> None:
-    if served.process.poll() is None:
-        os.killpg(served.process.pid, signal.SIGTERM)
-        try:
-            served.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(served.process.pid, signal.SIGKILL)
-            served.process.wait(timeout=10)
+    """SIGTERM to the server's process group, SIGKILL to it after 30 s."""
+    stop_process(served.process, 30, group=True)
 
 
 def serve_two_workers(redis_server, tmp_path: Path, **extra: str) -> Iterator[Served]:

@@ -17,10 +17,10 @@ import pytest
 import redis
 from flask import Flask
 
+from devtools.processes import free_port
 from initialize import create_app
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
-from tests.conftest import free_port
 from tests.redis_topologies import SENTINEL_MASTER
 from tests.redis_topologies import Cluster
 from tests.redis_topologies import SentinelGroup
