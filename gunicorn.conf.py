@@ -48,7 +48,8 @@ except ConfigError as error:
 
 bind = [_settings.server.bind]
 workers = _settings.server.workers
-# gunicorn's sync or gthread worker, answering its own early errors in JSON (gunicorn_hooks.py).
+# The threads worker (initialize/thread_worker.py) or gunicorn's gthread or sync, each answering
+# gunicorn's own early errors in JSON (gunicorn_hooks.py).
 worker_class = WORKER_CLASSES[_settings.server.worker_class]
 threads = _settings.server.threads
 timeout = 30

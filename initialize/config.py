@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import select
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,15 +50,17 @@ CLIENT_CREDENTIAL_PATTERN = re.compile(r"[A-Za-z0-9._~-]+")
 MIN_CLIENT_SECRET_LENGTH = 16
 LOG_FORMATS = ("json", "text")
 DEFAULT_METRICS_ALLOW_IPS = "127.0.0.1,::1"
-# The worker classes gunicorn ships that run this WSGI app with what requirements.txt installs.
-WORKER_CLASSES = ("sync", "gthread")
+# "threads" is this project's threaded worker (initialize/thread_worker.py, Linux's epoll);
+# the others are gunicorn's own that run this WSGI app with what requirements.txt installs.
+WORKER_CLASSES = ("threads", "gthread", "sync")
+_EPOLL = hasattr(select, "epoll")
 DEFAULT_PORT = 9090
 MAX_PORT = 65535
-# Chosen by measurement (BENCHMARKS.md, issue 13): gthread keeps connections alive and keeps
-# answering while logins hash; sync costs less per request without keep-alive.
-DEFAULT_WORKER_CLASS = "gthread"
+# Chosen by measurement (BENCHMARKS.md, issue 13): threads keeps connections alive and keeps
+# answering while logins hash, as gthread does, at about sync's cost per new connection.
+DEFAULT_WORKER_CLASS = "threads" if _EPOLL else "gthread"
 DEFAULT_WORKERS = os.cpu_count() or 1
-DEFAULT_THREADS = {"sync": 1, "gthread": 4}
+DEFAULT_THREADS = {"sync": 1, "gthread": 4, "threads": 4}
 # prometheus_client reads this variable itself; gunicorn.conf.py sets it (see there).
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _TRUE = ("true", "1", "yes")
@@ -316,8 +319,10 @@ def _server_settings(environ: Mapping[str, str]) -> ServerSettings:
     ):
         raise ConfigError("BIND", f"must be HOST:PORT, [IPv6]:PORT or unix:PATH (got {bind!r})")
     worker_class = _choice(environ, "GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS, WORKER_CLASSES)
+    if worker_class == "threads" and not _EPOLL:
+        raise ConfigError("GUNICORN_WORKER_CLASS", "threads needs Linux (epoll); use gthread")
     threads = _positive_int(environ, "GUNICORN_THREADS", DEFAULT_THREADS[worker_class])
-    if threads > 1:  # gunicorn's own rule (sync with threads runs gthread), made visible here
+    if threads > 1 and worker_class == "sync":  # gunicorn's own rule, made visible here
         worker_class = "gthread"
     return ServerSettings(
         bind=bind,

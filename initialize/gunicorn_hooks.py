@@ -138,9 +138,11 @@ class ThreadJsonErrorWorker(JsonErrors, ThreadWorker):
 # GUNICORN_WORKER_CLASS (initialize/config.py's WORKER_CLASSES) -> gunicorn's ``worker_class``.
 # No name ends in "SyncWorker", so gunicorn runs the class named here, always: it would swap
 # such a class for its own gthread worker when threads > 1 (which config.py turns into gthread).
+# The "threads" class is named, not imported: it needs epoll, which only Linux has.
 WORKER_CLASSES = {
-    "sync": f"{__name__}.{SyncJsonErrorWorker.__qualname__}",
+    "threads": "initialize.thread_worker.SharedPollJsonErrorWorker",
     "gthread": f"{__name__}.{ThreadJsonErrorWorker.__qualname__}",
+    "sync": f"{__name__}.{SyncJsonErrorWorker.__qualname__}",
 }
 
 

@@ -321,7 +321,7 @@ def stop_wire_server(served: Served, redis: RedisServer) -> None:
     redis.stop()
 
 
-@pytest.fixture(scope="module", params=["gthread", "sync"])
+@pytest.fixture(scope="module", params=WORKER_CLASSES)
 def wire(request, tmp_path_factory) -> Iterator[Served]:
     """One gunicorn per worker class with a private Redis, for this module's wire tests."""
     served, redis = wire_server(tmp_path_factory.mktemp(request.param), request.param)
@@ -403,7 +403,7 @@ def test_gunicorns_own_answers_keep_its_status_line_with_a_json_body(
     """Each worker class of the setting answers as gunicorn's own would, with JSON for HTML."""
     error_log.cfg.set("worker_class", GUNICORN_WORKERS[setting])  # loaded as gunicorn does
     ours = error_log.cfg.worker_class
-    stock = {"sync": SyncWorker, "gthread": ThreadWorker}[setting]
+    stock = {"sync": SyncWorker, "gthread": ThreadWorker, "threads": ThreadWorker}[setting]
     assert issubclass(ours, stock)
     theirs = gunicorn_answer(stock, exc, error_log)
     answer = gunicorn_answer(ours, exc, error_log)
@@ -486,7 +486,7 @@ def test_an_unread_malformed_body_ends_the_connection_after_the_routes_answer(wi
     assert_clean_log(wire)
 
 
-@pytest.mark.parametrize("worker_class", ["gthread", "sync"])
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 def test_tokens_and_passwords_never_reach_the_log_on_any_failing_path(tmp_path, worker_class):
     """Every way a request can fail, fed a password and live tokens; then the whole log."""
     served, redis = wire_server(tmp_path, worker_class, LOGIN_MAX_FAILURES="2")

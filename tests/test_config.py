@@ -157,7 +157,7 @@ def test_operations_and_server_defaults():
     assert production.log_format == "json"
     assert [str(n) for n in production.metrics_allow_ips] == ["127.0.0.1/32", "::1/128"]
     assert production.server.bind == "127.0.0.1:9090"
-    assert (production.server.worker_class, production.server.threads) == ("gthread", 4)
+    assert (production.server.worker_class, production.server.threads) == ("threads", 4)
     development = load_settings({"APP_ENV": "development", "PORT": "9191"})
     assert development.log_format == "text" and development.server.bind == "127.0.0.1:9191"
 
@@ -165,7 +165,10 @@ def test_operations_and_server_defaults():
 @pytest.mark.parametrize(
     "environ,expected",
     [
-        ({"GUNICORN_THREADS": "4"}, ("gthread", 4)),  # gunicorn's rule: threads mean gthread
+        ({"GUNICORN_THREADS": "8"}, ("threads", 8)),
+        ({"GUNICORN_WORKER_CLASS": "threads", "GUNICORN_THREADS": "1"}, ("threads", 1)),
+        # gunicorn's rule: sync with threads runs gthread
+        ({"GUNICORN_WORKER_CLASS": "sync", "GUNICORN_THREADS": "4"}, ("gthread", 4)),
         ({"GUNICORN_WORKER_CLASS": "gthread"}, ("gthread", 4)),
         ({"GUNICORN_WORKER_CLASS": "sync"}, ("sync", 1)),
     ],
