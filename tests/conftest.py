@@ -28,6 +28,7 @@ from devtools import processes
 from initialize import create_app
 from initialize.config import load_settings
 from initialize.redis import build_redis_client
+from utils.state import get_store
 
 DEV_ENV = {"APP_ENV": "development"}
 
@@ -207,8 +208,9 @@ class WholeCluster(RedisCluster):
 
 
 @pytest.fixture
-def cluster_redis(redis_cluster) -> RedisCluster:
-    """A cluster client with the service's settings, every primary emptied before the test."""
+def cluster_redis(redis_cluster) -> Iterator[RedisCluster]:
+    """A cluster client with the service's settings, every primary emptied before the test;
+    its connections are closed after the test (an unclosed one fails the run as a warning)."""
     settings = load_settings({**DEV_ENV, "REDIS_URL": redis_cluster.url, "REDIS_MODE": "cluster"})
     client = WholeCluster.from_url(
         redis_cluster.url,
@@ -217,7 +219,8 @@ def cluster_redis(redis_cluster) -> RedisCluster:
         socket_connect_timeout=settings.redis_connect_timeout,
     )
     client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    return client
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -240,6 +243,26 @@ REDIS_FIXTURES = {
 def redis_client(request: pytest.FixtureRequest) -> redis.Redis | RedisCluster:
     """Run a test on fakeredis, a real server, a real cluster and a real Sentinel group."""
     return request.getfixturevalue(REDIS_FIXTURES[request.param])
+
+
+_APPS_WITH_OWN_REDIS: list[Flask] = []
+
+
+def app_with_own_redis(environ: dict[str, str]) -> Flask:
+    """``create_app(environ)`` with the client it builds from REDIS_URL (as a worker does);
+    that client's connections are closed after the test, so none is left to the collector
+    (an unclosed socket's ResourceWarning fails the run)."""
+    app = create_app(environ)
+    _APPS_WITH_OWN_REDIS.append(app)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def _close_apps_own_redis() -> Iterator[None]:
+    yield
+    while _APPS_WITH_OWN_REDIS:
+        with _APPS_WITH_OWN_REDIS.pop().app_context():
+            get_store().close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from devtools.processes import free_port
 from initialize import create_app
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
+from tests.conftest import app_with_own_redis
 from tests.conftest import start_redis_server
 
 BEARER = AuthActions.bearer
@@ -42,7 +43,7 @@ def test_an_evicting_redis_is_not_ready_and_start_up_says_so(redis_server, real_
     """SPEC: any maxmemory-policy but noeviction makes /readyz a 503 naming it."""
     real_redis.config_set("maxmemory-policy", "allkeys-lru")
     try:
-        client = create_app({**DEV_ENV, "REDIS_URL": redis_server.url}).test_client()
+        client = app_with_own_redis({**DEV_ENV, "REDIS_URL": redis_server.url}).test_client()
         response = client.get("/readyz")
         assert response.status_code == 503 and "allkeys-lru" in response.get_json()["message"]
         assert int(response.headers["Retry-After"]) > 0
@@ -149,7 +150,7 @@ class TestRedisDown:
 
     def test_a_real_closed_port_is_503_too_and_the_app_still_starts(self):
         url = f"redis://127.0.0.1:{free_port()}/0"
-        client = create_app({**DEV_ENV, "REDIS_URL": url}).test_client()
+        client = app_with_own_redis({**DEV_ENV, "REDIS_URL": url}).test_client()
         self.assert_503(client.post("/public/login", data={"username": "kesa", "password": "123"}))
         self.assert_503(client.get("/readyz"))
 
@@ -162,7 +163,7 @@ class TestRedisDown:
         ids=["no-sentinel-answers", "no-cluster-node-answers"],
     )
     def test_no_master_found_is_a_503_and_the_app_still_starts(self, environ):
-        client = create_app({**DEV_ENV, **environ}).test_client()
+        client = app_with_own_redis({**DEV_ENV, **environ}).test_client()
         self.assert_503(client.post("/public/login", data=KESA))
         self.assert_503(client.get("/readyz"))
 
@@ -170,7 +171,9 @@ class TestRedisDown:
         """A hung Redis (SIGSTOP) must not hang the worker: 503 once the timeout passes."""
         server = start_redis_server(tmp_path)
         try:
-            app = create_app({**DEV_ENV, "REDIS_URL": server.url, "REDIS_SOCKET_TIMEOUT": "0.5"})
+            app = app_with_own_redis(
+                {**DEV_ENV, "REDIS_URL": server.url, "REDIS_SOCKET_TIMEOUT": "0.5"}
+            )
             client = app.test_client()
             tokens = AuthActions(client).login()
             server.process.send_signal(signal.SIGSTOP)
@@ -192,7 +195,7 @@ class TestRedisDown:
         Redis checks memory at a script's first write only."""
         server = start_redis_server(tmp_path)
         try:
-            client = create_app({**DEV_ENV, "REDIS_URL": server.url}).test_client()
+            client = app_with_own_redis({**DEV_ENV, "REDIS_URL": server.url}).test_client()
             bearer = BEARER(AuthActions(client).login()["accessToken"])
             admin = redis.Redis(port=server.port, decode_responses=True)
             keys_before = admin.dbsize()

@@ -177,6 +177,31 @@ def test_allowlist_checks_reuse_connections_across_short_lived_threads(redis_ser
     assert 1 <= len(ours) <= 2
 
 
+def test_close_ends_every_connection_the_store_holds(redis_server, real_redis):
+    """Threads hold connections of their own (the lean allowlist path): close ends those too."""
+    client = redis.Redis.from_url(redis_server.url, client_name="closing-store")
+    store = RedisStore(client, "test:")
+    pair = make_pair()
+    store.record_tokens(pair)
+    threads = [
+        threading.Thread(target=lambda: active(store, pair, pair.access_jti)) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    def ours() -> int:
+        return sum(c["name"] == "closing-store" for c in real_redis.client_list())
+
+    assert ours() >= 2
+    store.close()
+    deadline = time.monotonic() + 5
+    while ours() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ours() == 0
+
+
 def test_allowlist_check_survives_a_dropped_connection(redis_server, real_redis):
     store = RedisStore(service_client(redis_server.url), "test:")
     pair = make_pair()

@@ -28,11 +28,11 @@ from devtools.processes import free_port
 from devtools.processes import start_redis_server
 from devtools.processes import stop_process
 from devtools.processes import wait_until
-from initialize import create_app
 from initialize.config import load_settings
 from tests.conftest import DEV_ENV
 from tests.conftest import SERVICE_VARIABLES
 from tests.conftest import AuthActions
+from tests.conftest import app_with_own_redis
 from tests.conftest import redis_server_binary
 from tests.loopback import http
 from utils.keys import generate_private_key_pem
@@ -245,7 +245,7 @@ def test_a_session_survives_a_restart_of_the_private_redis(tmp_path):
     server, port = start_private_redis(directory)
     try:
         url = f"redis://127.0.0.1:{port}/0"
-        client = create_app({**DEV_ENV, "REDIS_URL": url}).test_client()
+        client = app_with_own_redis({**DEV_ENV, "REDIS_URL": url}).test_client()
         response = client.post("/public/login", data={"username": "kesa", "password": "123"})
         assert response.status_code == 200, response.get_data(as_text=True)
         tokens = response.get_json()
@@ -257,7 +257,7 @@ def test_a_session_survives_a_restart_of_the_private_redis(tmp_path):
         server, _ = start_private_redis(directory, port)  # same port and directory: AOF reload
 
         # a fresh app: nothing kept in memory
-        client = create_app({**DEV_ENV, "REDIS_URL": url}).test_client()
+        client = app_with_own_redis({**DEV_ENV, "REDIS_URL": url}).test_client()
         welcome = client.get("/user/welcome", headers=BEARER(tokens["accessToken"]))
         assert welcome.status_code == 200, welcome.get_data(as_text=True)
         assert welcome.get_data(as_text=True) == "Welcome ! kesa"

@@ -18,9 +18,9 @@ import redis
 from flask import Flask
 
 from devtools.processes import free_port
-from initialize import create_app
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
+from tests.conftest import app_with_own_redis
 from tests.redis_topologies import SENTINEL_MASTER
 from tests.redis_topologies import Cluster
 from tests.redis_topologies import SentinelGroup
@@ -137,7 +137,7 @@ def doomed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
 
 def test_sentinel_failover_under_load(doomed_sentinel_group):
     group = doomed_sentinel_group
-    app = create_app(topology_env(**group.environ))
+    app = app_with_own_redis(topology_env(**group.environ))
     tokens = issue_tokens(app, node(group.primary))
     outcomes = run_load(app, tokens, kill=lambda: group.kill(group.primary))
     assert_failover_was_answered(outcomes, tokens)
@@ -151,7 +151,7 @@ def test_sentinel_failover_under_load(doomed_sentinel_group):
 
 def test_cluster_failover_under_load(doomed_cluster):
     cluster = doomed_cluster
-    app = create_app(topology_env(REDIS_MODE="cluster", REDIS_URL=cluster.url))
+    app = app_with_own_redis(topology_env(REDIS_MODE="cluster", REDIS_URL=cluster.url))
     primary = cluster.primary_port_of("jwt:{kesa}:user")
     replica = cluster.replica_port_of(primary)
     tokens = issue_tokens(app, node(primary))
@@ -196,7 +196,7 @@ def test_a_demoted_primary_is_left_for_the_new_one_without_a_failed_request(sent
     """A manual failover leaves the old primary alive as a replica: the connections the app
     holds to it get READONLY on the next write, and that write must reach the new primary."""
     group = sentinel_group
-    app = create_app(topology_env(**group.environ))
+    app = app_with_own_redis(topology_env(**group.environ))
     client = app.test_client()
     tokens = AuthActions(client).login()
     old = group.current_primary()

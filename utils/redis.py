@@ -278,6 +278,16 @@ class RedisStore:
                         raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from None
         return self._client
 
+    def close(self) -> None:
+        """Close the client's connections, those the threads hold included (a client built
+        from REDIS_URL belongs to the store; nothing is built just to be closed)."""
+        client = self._client
+        if client is None:
+            return
+        client.close()
+        if isinstance(client, redis.Redis):
+            client.connection_pool.disconnect()
+
     def key(self, username: str, kind: str, name: str = "") -> str:
         """``P{username}:kind[:name]``: the hash tag keeps one user's keys in one slot."""
         base = f"{self.prefix}{{{username}}}:{kind}"
