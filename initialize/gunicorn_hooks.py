@@ -146,7 +146,9 @@ WORKER_CLASSES = {
 }
 
 
-class _ScrubFilter(logging.Filter):
+class ScrubFilter(logging.Filter):
+    """Scrub a record's message (:func:`scrub`) and keep only the frames of its traceback."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = scrub(record.getMessage()), ()
         if record.exc_info and record.exc_info[0] is not None:
@@ -160,4 +162,4 @@ class ScrubbingLogger(glogging.Logger):
 
     def setup(self, cfg: object) -> None:
         super().setup(cfg)
-        self.error_log.addFilter(_ScrubFilter())
+        self.error_log.addFilter(ScrubFilter())

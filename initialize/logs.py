@@ -32,6 +32,7 @@ from structlog.typing import Processor
 from structlog.typing import WrappedLogger
 
 from initialize.gunicorn_hooks import ScrubbingLogger
+from initialize.gunicorn_hooks import ScrubFilter
 from utils.audit import CLIENT_KEY
 from utils.audit import REQUEST_ID_KEY
 from utils.net import client_address
@@ -88,7 +89,9 @@ def build_formatter(log_format: str) -> logging.Formatter:
 
 
 def configure_logging(log_format: str) -> None:
-    """Send the process's stdlib log records (Flask's, libraries') to stdout in LOG_FORMAT.
+    """Send the process's stdlib log records (Flask's, libraries') to stdout in LOG_FORMAT,
+    scrubbed as gunicorn's error log is: an exception's message may quote the request, so a
+    traceback keeps its frames only.
 
     Replaces only the handler this function installed before, so building several apps in one
     process (tests) does not stack handlers.
@@ -100,6 +103,7 @@ def configure_logging(log_format: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(build_formatter(log_format))
+    handler.addFilter(ScrubFilter())
     root.addHandler(handler)
     root.setLevel(logging.INFO)
 

@@ -215,6 +215,10 @@ class TestMetrics:
         assert response.status_code == 404
 
 
+SECRET_PASSWORD = "correct-horse-battery-staple"
+FAKE_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJrZXNhIn0.c2lnbmF0dXJl"
+
+
 class TestLogLines:
     """The service's own lines (audit here; the access line is gunicorn's: test_operations)."""
 
@@ -243,6 +247,25 @@ class TestLogLines:
         fields = json.loads(line)
         assert (fields["event"], fields["level"]) == ("disk full", "warning")
         assert "ts" in fields
+
+    def test_an_unexpected_error_is_logged_without_what_it_quoted(self, make_app, capsys):
+        """A bug's exception message may quote the request (a password, a token): the line keeps
+        the exception type and its frames, not its message."""
+        app = make_app(LOG_FORMAT="json")
+
+        def broken() -> str:
+            raise ValueError(f"could not parse password={SECRET_PASSWORD} token={FAKE_JWT}")
+
+        app.add_url_rule("/broken", view_func=broken)
+        response = app.test_client().get("/broken")
+        assert response.status_code == 500
+        assert response.get_json() == {"code": 500, "message": "Internal error."}
+        (line,) = [x for x in capsys.readouterr().out.splitlines() if "Unhandled" in x]
+        fields = json.loads(line)
+        assert fields["event"] == "Unhandled ValueError" and fields["level"] == "error"
+        assert "builtins.ValueError (message withheld)" in fields["exception"]
+        assert "in broken" in fields["exception"]  # the frames stay
+        assert SECRET_PASSWORD not in line and FAKE_JWT not in line
 
 
 class TestOpenApi:
