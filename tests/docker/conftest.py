@@ -8,7 +8,9 @@ failure. The time of each stage and the image size are printed at the end of the
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
+from types import FrameType
 
 import pytest
 
@@ -32,18 +34,28 @@ def pytest_collect_file(file_path, parent) -> None:
         skip_or_fail(reason, module_level=True)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def engine() -> Iterator[PrivateEngine]:
-    """A private dockerd for the session, removed with everything in it at the end."""
+    """A private dockerd for the session, removed with everything in it at the end: also
+    when the run is stopped by SIGTERM (a CI timeout), which pytest then handles as Ctrl-C,
+    tearing fixtures down, instead of dying with dockerd and its containers left running."""
     engine = PrivateEngine()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        engine.start()
-    except EngineUnavailable as error:
-        skip_or_fail(str(error))
-    try:
-        yield engine
+        try:
+            engine.start()
+        except EngineUnavailable as error:
+            skip_or_fail(str(error))
+        try:
+            yield engine
+        finally:
+            engine.stop()
     finally:
-        engine.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
