@@ -8,8 +8,10 @@ import redis
 from flask import Flask
 from flask import Response
 from flask import jsonify
+from flask import request
 from werkzeug.exceptions import HTTPException
 
+from routers.oauth import OAUTH_BLUEPRINT
 from utils.errors import ApiError
 from utils.errors import ServiceUnavailable
 from utils.state import get_metrics
@@ -20,6 +22,19 @@ HTTP_MESSAGES = {
     HTTPStatus.METHOD_NOT_ALLOWED: "That method is not allowed on this path.",
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "The request body is too large.",
 }
+
+
+# SPEC: on /oauth/*, 429 and 503 are answered as elsewhere, and the body carries RFC 6749's
+# fields too. §5.2 has no code for "try again later"; §4.1.2.1's temporarily_unavailable is the
+# one OAuth clients know.
+_TRY_LATER = (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE)
+_TRY_LATER_ERROR = "temporarily_unavailable"
+
+
+def _oauth_fields(status: int, message: str) -> dict[str, str] | None:
+    if request.blueprint != OAUTH_BLUEPRINT or status not in _TRY_LATER:
+        return None
+    return {"error": _TRY_LATER_ERROR, "error_description": message}
 
 
 def error_response(
@@ -40,7 +55,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError) -> Response:
-        return error_response(error.status, error.message, error.headers, error.body_fields)
+        fields = error.body_fields or _oauth_fields(error.status, error.message)
+        return error_response(error.status, error.message, error.headers, fields)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error: HTTPException) -> Response | HTTPException:
@@ -55,7 +71,12 @@ def register_error_handlers(app: Flask) -> None:
         app.logger.warning("Redis unavailable: %s", type(error).__name__)
         get_metrics().count_redis_error()
         unavailable = ServiceUnavailable()
-        return error_response(unavailable.status, unavailable.message, unavailable.headers)
+        return error_response(
+            unavailable.status,
+            unavailable.message,
+            unavailable.headers,
+            _oauth_fields(unavailable.status, unavailable.message),
+        )
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:

@@ -83,6 +83,7 @@ OAUTH_ERROR_SCHEMA = {
                 "invalid_grant",
                 "unsupported_grant_type",
                 "invalid_client",
+                "temporarily_unavailable",
             ]
         },
         "error_description": {"type": "string"},
@@ -141,6 +142,16 @@ def _oauth_error(description: str) -> dict[str, Any]:
     """RFC 6749 §5.2's ``error`` and ``error_description`` beside ``code`` and ``message`` (a
     body that fails before the endpoint reads it answers the plain error shape)."""
     return _json(description, {"$ref": "#/components/schemas/OAuthError"})
+
+
+def _oauth_errors(*statuses: str) -> dict[str, Any]:
+    """An /oauth route's other errors (its own 400 is RFC 6749's): 429 and 503 carry RFC 6749's
+    fields too, as ``temporarily_unavailable``; 413 (refused before the endpoint) does not."""
+    responses = {k: v for k, v in _errors(*statuses).items() if k != "400"}
+    for status in ("429", "503"):
+        if status in responses:
+            responses[status] = _oauth_error(f"temporarily_unavailable: {ERROR_MEANINGS[status]}")
+    return responses
 
 
 def _body(schema: dict[str, Any], *media_types: str) -> dict[str, Any]:
@@ -399,7 +410,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                     "invalid_request, unsupported_grant_type, or invalid_grant (bad credentials "
                     "or a bad, spent or revoked refresh token)."
                 ),
-                **{k: v for k, v in _errors("429").items() if k != "400"},
+                **_oauth_errors("429"),
             },
             tags=OAUTH,
             body=_form(
@@ -418,7 +429,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             {
                 "200": _json("Done (whatever the token was).", {"type": "object"}),
                 "400": _oauth_error("invalid_request: no token."),
-                **{k: v for k, v in _errors().items() if k != "400"},
+                **_oauth_errors(),
             },
             tags=OAUTH,
             body=_form(
@@ -453,7 +464,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 ),
                 "400": _oauth_error("invalid_request: no token."),
                 "401": _oauth_error("invalid_client: no or wrong client credentials."),
-                **{k: v for k, v in _errors("404").items() if k != "400"},
+                **_oauth_errors("404"),
             },
             tags=OAUTH,
             security=[{"introspectionClient": []}],
