@@ -2,18 +2,25 @@
 
 gunicorn's gthread worker accepts every connection in its main thread, hands it to a thread
 pool, has the pool thread wait for the first bytes in a selector of its own, and hands the
-connection back to the main thread through a pipe when the response is sent. Measured with
-``../shared/perf``'s command (BENCHMARKS.md), those hand-offs cost about 0.2x of a bare Flask
-ping per new connection over the sync worker, which has none of them but blocks on every
-slow request (an Argon2 login) and closes every connection.
+connection back to the main thread through a pipe when the response is sent. The sync worker
+has none of that but blocks on every slow request (an Argon2 login) and closes every
+connection. Measured with ``../shared/perf``'s command (BENCHMARKS.md), gthread costs about
+0.2-0.3x of a bare Flask ping more than sync per new connection.
 
 Here the threads share one epoll set where every socket is registered one-shot: the
 listeners, and the connections waiting for their next request (kept alive, or new and not
-yet sending). Whichever thread wakes up for a socket owns it: it accepts and serves the
-connection itself, then parks it back in the set when it is kept alive. Requests are served
-by gthread's own ``handle`` (parsing, HTTP/2, errors, keep-alive rules, access log), so only
-the scheduling differs: sync's cost per connection, gthread's keep-alive and threads.
-Linux only (epoll), like the image; config.py falls back to gthread elsewhere.
+yet sending). The thread that wakes up for a socket serves it itself, takes the next waiting
+connections straight from the listener as sync does, and parks a kept-alive connection back
+in the set. Requests are served by gthread's own ``handle`` (parsing, HTTP/2, errors,
+keep-alive rules, access log); only the scheduling differs.
+
+Threads serving side by side fight over the GIL at every system call (about 0.1x of a bare
+ping per request, measured), so one thread at a time holds a baton and serves. A standby
+thread waits for the baton and steps in beside the holder only when the holder's request
+has run for ``_HELP_AFTER_SECONDS`` (a login hashing, a slow client, a slow Redis), and
+steps back when the holder is quick again: sync's cost while requests are quick, gthread's
+latency while some are slow. Linux only (epoll), like the image; config.py falls back to
+gthread elsewhere.
 """
 
 from __future__ import annotations
@@ -37,6 +44,15 @@ from initialize.gunicorn_hooks import JsonErrors
 _ONE_SHOT_READ = select.EPOLLIN | select.EPOLLONESHOT
 # How often the threads look at the clock (idle deadlines, stop) and the main thread beats.
 _TICK_SECONDS = 1.0
+# New connections a thread takes straight from the listener after one the poller announced.
+_DIRECT_ACCEPTS = 16
+# A request running this long lets a second thread serve beside it (module docstring): above
+# a quick request's time on a busy machine (5 ms often was: the holder was only preempted),
+# below a login's Argon2 hash (about 25 ms).
+_HELP_AFTER_SECONDS = 0.02
+# How often the standby looks while requests come (within _BUSY_SECONDS), and while none do.
+_BUSY_SECONDS = 1.0
+_IDLE_TICK_SECONDS = 0.25
 _GONE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED)
 
 
@@ -58,6 +74,12 @@ class SharedPollThreadWorker(ThreadWorker):
         self._parked_lock = threading.Lock()
         self._next_sweep = 0.0
         self._linger_until = 0.0
+        # The baton's holder serves; the standby helps while the holder is slow (docstring).
+        self._baton = threading.Lock()
+        self._standby = threading.Lock()
+        self._holder: int | None = None
+        self._holder_started: float | None = None
+        self._last_request = 0.0
         self._listeners = {}
         for listener in self.sockets:
             listener.setblocking(False)
@@ -94,28 +116,70 @@ class SharedPollThreadWorker(ThreadWorker):
             listener.close()
 
     def _serve(self) -> None:
-        while self.alive or time.monotonic() < self._linger_until:
-            events = self._epoll.poll(_TICK_SECONDS, 1)
+        """One thread's life: the baton holder serves; one standby waits to take the baton or
+        to help; the other threads wait for the standby's place."""
+        while self._serving():
+            with self._standby:
+                holder = self._wait_for_baton()
+            if holder:
+                self._holder = threading.get_ident()
+                try:
+                    self._poll_and_serve(helper=False)
+                finally:
+                    self._holder = None
+                    self._baton.release()
+            else:
+                self._poll_and_serve(helper=True)
+
+    def _serving(self) -> bool:
+        return self.alive or time.monotonic() < self._linger_until
+
+    def _wait_for_baton(self) -> bool:
+        """True with the baton; False when its holder is stuck in a slow request (help it)."""
+        while self._serving():
+            busy = time.monotonic() - self._last_request < _BUSY_SECONDS
+            if self._baton.acquire(timeout=_HELP_AFTER_SECONDS if busy else _IDLE_TICK_SECONDS):
+                return True
+            if self._holder_is_slow():
+                return False
+        return False
+
+    def _holder_is_slow(self) -> bool:
+        started = self._holder_started
+        return started is not None and time.monotonic() - started >= _HELP_AFTER_SECONDS
+
+    def _poll_and_serve(self, *, helper: bool) -> None:
+        """Serve what the poller announces; a helper stops as soon as the holder is fast again."""
+        while self._serving() and not (helper and not self._holder_is_slow()):
+            events = self._epoll.poll(_HELP_AFTER_SECONDS if helper else _TICK_SECONDS, 1)
             now = time.monotonic()
             if now >= self._next_sweep:
                 self._next_sweep = now + _TICK_SECONDS
                 self._close_expired(now)
             for fd, _ in events:
                 if fd in self._listeners:
-                    conn = self._accept(*self._listeners[fd])
-                else:
-                    with self._parked_lock:
-                        conn = self.keepalived_conns.pop(fd, None)
-                if conn is None:
+                    self._serve_new_connections(*self._listeners[fd])
                     continue
-                try:
-                    self._serve_connection(conn)
-                except Exception:  # the thread must live on; gthread's handle catches the rest
-                    self.log.exception("Error serving a connection")
-                    conn.close()
+                with self._parked_lock:
+                    conn = self.keepalived_conns.pop(fd, None)
+                if conn is not None:
+                    self._serve_guarded(conn)
 
-    def _accept(self, listener: Any, server: Any) -> _Conn | None:
-        """Take one new connection, then re-arm the listener for the next thread."""
+    def _serve_new_connections(self, listener: Any, server: Any) -> None:
+        """Serve the connection the poller announced, then, as the sync worker does, the next
+        ones already waiting (a bounded number, so parked clients get their turn): each of
+        those costs one accept instead of a poll, a wake-up and a re-arm."""
+        conn = self._accept(listener, server, rearm=True)
+        for _ in range(_DIRECT_ACCEPTS):
+            if conn is None or not self.alive:
+                break
+            self._serve_guarded(conn)
+            conn = self._accept(listener, server, rearm=False)
+        if conn is not None:
+            self._serve_guarded(conn)
+
+    def _accept(self, listener: Any, server: Any, *, rearm: bool) -> _Conn | None:
+        """Take one new connection; re-arm the listener after the event that announced it."""
         try:
             sock, client = listener.accept()
         except OSError as error:  # another worker took it, or the client gave up
@@ -123,9 +187,23 @@ class SharedPollThreadWorker(ThreadWorker):
                 raise
             return None
         finally:
-            if self.alive:
+            if rearm and self.alive:
                 self._rearm(listener.fileno())
         return _Conn(self.cfg, sock, client, server)
+
+    def _serve_guarded(self, conn: _Conn) -> None:
+        holder = threading.get_ident() == self._holder
+        if holder:
+            self._holder_started = time.monotonic()
+        try:
+            self._serve_connection(conn)
+        except Exception:  # the thread must live on; gthread's handle catches the rest
+            self.log.exception("Error serving a connection")
+            conn.close()
+        finally:
+            if holder:
+                self._holder_started = None
+                self._last_request = time.monotonic()
 
     def _serve_connection(self, conn: _Conn) -> None:
         """Serve the requests that have arrived; park the connection when none is waiting."""

@@ -39,6 +39,21 @@ def one_thread(redis_server, tmp_path: Path) -> Iterator[Served]:
     stop(served)
 
 
+@pytest.fixture
+def two_threads(redis_server, tmp_path: Path) -> Iterator[Served]:
+    """One worker with two threads: one serves, the other helps when a request is slow."""
+    env = server_env(
+        APP_ENV="development",
+        REDIS_URL=redis_server.url,
+        PORT=str(free_port()),
+        WEB_CONCURRENCY="1",
+        GUNICORN_THREADS="2",
+    )
+    served = start(GUNICORN, env, tmp_path / "gunicorn.log")
+    yield served
+    stop(served)
+
+
 def connect(served: Served) -> socket.socket:
     return socket.create_connection(("127.0.0.1", int(served.base.rsplit(":", 1)[1])), timeout=10)
 
@@ -126,3 +141,17 @@ def test_a_stopping_worker_answers_a_parked_client_with_connection_close(one_thr
         assert b"Connection: close" in answer
     assert wait_until(lambda: one_thread.process.poll() is not None, 10)
     assert one_thread.process.returncode == 0
+
+
+def test_a_second_thread_serves_while_the_first_is_held_by_a_slow_request(two_threads):
+    """A client that stops halfway through its headers holds the thread serving it (gunicorn
+    reads a request whole); the other thread takes over until it is done."""
+    with connect(two_threads) as slow:
+        slow.sendall(b"GET /public/ping HTTP/1.1\r\nHost: x\r\n")  # the blank line never comes
+        time.sleep(0.5)
+        started = time.monotonic()
+        for _ in range(5):
+            assert two_threads.request("/public/ping") == (200, b"pong")
+        assert time.monotonic() - started < 2
+        slow.sendall(b"\r\n")  # the slow request ends and is answered too
+        assert read_answers(slow, 1)[0].endswith(b"pong")
