@@ -14,10 +14,11 @@ from initialize.cli import register_cli
 from initialize.config import ConfigError
 from initialize.config import load_settings
 from initialize.errors import register_error_handlers
-from initialize.headers import register_response_headers
+from initialize.headers import SecurityHeaders
+from initialize.headers import register_cors
+from initialize.logs import RequestIds
 from initialize.logs import build_logger
 from initialize.logs import configure_logging
-from initialize.logs import register_request_ids
 from initialize.metrics import register_request_metrics
 from initialize.redis import build_redis_client
 from initialize.redis import check_eviction_policy
@@ -54,7 +55,12 @@ def create_app(
     app = Flask(__name__, static_folder=None)  # an API: no static files to serve
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json = BodyJSONProvider(app)
-    app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_content_length)
+    # Outermost first: every answer, even one refused by the body guard, gets its request id
+    # and the security headers.
+    app.wsgi_app = RequestIds(
+        SecurityHeaders(BodyGuard(app.wsgi_app, settings.max_content_length)),
+        settings.trusted_proxies,
+    )
     store = RedisStore(redis_client or build_redis_client(settings), settings.redis_key_prefix)
     tokens = Tokens(
         settings.keys,
@@ -68,11 +74,10 @@ def create_app(
     APP_STATE.bind(
         app, AppState(settings, store, tokens, metrics, build_logger(settings.log_format))
     )
-    register_request_ids(app, settings.trusted_proxies)
     register_request_metrics(app, metrics)
     register_routers(app)
     register_error_handlers(app)
-    register_response_headers(app, settings)
+    register_cors(app, settings)
     register_cli(app)
     check_eviction_policy(store, app.logger)
     _seed_demo_users(app, store, settings.demo_users)

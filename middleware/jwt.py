@@ -15,6 +15,7 @@ from typing import Any
 from flask import g
 from flask import request
 
+from utils.audit import USER_KEY
 from utils.errors import Unauthorized
 from utils.state import get_state
 from utils.token_lookup import check_csrf
@@ -46,6 +47,7 @@ def authenticate(token_type: str, *, optional: bool, changes_state: bool) -> dic
     ):
         raise Unauthorized("The token has been revoked.", invalid_token=True)
     g.jwt_claims, g.username = claims, claims["username"]
+    request.environ[USER_KEY] = g.username  # for gunicorn's access line
     return claims
 
 

@@ -1,7 +1,7 @@
 """Audit events (SPEC "Operations"): one log line and one ``auth_events_total`` count each.
 
-The line carries the request id and the client address the request hooks put in the WSGI
-environ, the user and, where known, the session id; never a token or a password.
+The line carries the request id and the client address put in the WSGI environ, the user
+and, where known, the session id; never a token or a password.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from flask import request
 from utils.state import get_audit_log
 from utils.state import get_metrics
 
-# WSGI environ keys the request hooks set (a dotted prefix, as PEP 3333 asks of extensions).
+# WSGI environ keys (a dotted prefix, as PEP 3333 asks of extensions) the app sets for its audit
+# lines and gunicorn's access line: the request id and client address (initialize/logs.py's
+# RequestIds), the authenticated user (middleware/jwt.py).
 REQUEST_ID_KEY = "flask_jwt_redis.request_id"
 CLIENT_KEY = "flask_jwt_redis.client"
+USER_KEY = "flask_jwt_redis.user"
 
 LOGIN_SUCCEEDED = "login_succeeded"
 LOGIN_FAILED = "login_failed"
