@@ -24,34 +24,30 @@ FIRST_BYTES_SECONDS = 5
 PING = b"GET /public/ping HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-@pytest.fixture
-def one_thread(redis_server, tmp_path: Path) -> Iterator[Served]:
-    """One worker with one thread: anything that held the thread would stall every client."""
+def one_worker(redis_server, tmp_path: Path, threads: int) -> Iterator[Served]:
+    """gunicorn under gunicorn.conf.py, one worker of ``threads`` threads, on the private Redis."""
     env = server_env(
         APP_ENV="development",
         REDIS_URL=redis_server.url,
         PORT=str(free_port()),
         WEB_CONCURRENCY="1",
-        GUNICORN_THREADS="1",
+        GUNICORN_THREADS=str(threads),
     )
     served = start(GUNICORN, env, tmp_path / "gunicorn.log")
     yield served
     stop(served)
+
+
+@pytest.fixture
+def one_thread(redis_server, tmp_path: Path) -> Iterator[Served]:
+    """One worker with one thread: anything that held the thread would stall every client."""
+    yield from one_worker(redis_server, tmp_path, threads=1)
 
 
 @pytest.fixture
 def two_threads(redis_server, tmp_path: Path) -> Iterator[Served]:
     """One worker with two threads: one serves, the other helps when a request is slow."""
-    env = server_env(
-        APP_ENV="development",
-        REDIS_URL=redis_server.url,
-        PORT=str(free_port()),
-        WEB_CONCURRENCY="1",
-        GUNICORN_THREADS="2",
-    )
-    served = start(GUNICORN, env, tmp_path / "gunicorn.log")
-    yield served
-    stop(served)
+    yield from one_worker(redis_server, tmp_path, threads=2)
 
 
 def connect(served: Served) -> socket.socket:
