@@ -24,22 +24,28 @@ CORS_ALLOWED_HEADERS = f"Authorization, Content-Type, {CSRF_HEADER}"
 CORS_MAX_AGE_SECONDS = "600"
 
 
+def adding_headers(
+    start_response: Callable[..., Any], extra: list[tuple[str, str]]
+) -> Callable[..., Any]:
+    """A WSGI ``start_response`` that appends ``extra`` to every answer's headers, errors
+    included (cheaper than editing each Flask response's header map)."""
+
+    def start_with_extra(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        headers.extend(extra)
+        return start_response(status, headers, exc_info)
+
+    return start_with_extra
+
+
 class SecurityHeaders:
-    """WSGI middleware: :data:`SECURITY_HEADERS` on every answer, errors included, appended as
-    the answer starts (cheaper than editing each Flask response's header map)."""
+    """WSGI middleware: :data:`SECURITY_HEADERS` on every answer."""
 
     def __init__(self, app: WsgiApp) -> None:
         self.app = app
         self.headers = list(SECURITY_HEADERS.items())
 
     def __call__(self, environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        def start_with_headers(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            headers.extend(self.headers)
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start_with_headers)
+        return self.app(environ, adding_headers(start_response, self.headers))
 
 
 def register_cors(app: Flask, settings: Settings) -> None:

@@ -33,6 +33,7 @@ from structlog.typing import WrappedLogger
 
 from initialize.gunicorn_hooks import ScrubbingLogger
 from initialize.gunicorn_hooks import ScrubFilter
+from initialize.headers import adding_headers
 from utils.audit import CLIENT_KEY
 from utils.audit import REQUEST_ID_KEY
 from utils.audit import USER_KEY
@@ -142,12 +143,7 @@ class RequestIds:
         environ[CLIENT_KEY] = client_address(
             environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), self.trusted_proxies
         )
-
-        def start_with_id(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            headers.append((REQUEST_ID_HEADER, request_id))
-            return start_response(status, headers, exc_info)
-
-        return self.app(environ, start_with_id)
+        return self.app(environ, adding_headers(start_response, [(REQUEST_ID_HEADER, request_id)]))
 
 
 class GunicornLogger(ScrubbingLogger):
