@@ -170,13 +170,13 @@ class SharedPollThreadWorker(ThreadWorker):
         ones already waiting (a bounded number, so parked clients get their turn): each of
         those costs one accept instead of a poll, a wake-up and a re-arm."""
         conn = self._accept(listener, server, rearm=True)
-        for _ in range(_DIRECT_ACCEPTS):
-            if conn is None or not self.alive:
-                break
+        served = 0
+        while conn is not None:
             self._serve_guarded(conn)
+            served += 1
+            if served > _DIRECT_ACCEPTS or not self.alive:
+                return
             conn = self._accept(listener, server, rearm=False)
-        if conn is not None:
-            self._serve_guarded(conn)
 
     def _accept(self, listener: Any, server: Any, *, rearm: bool) -> _Conn | None:
         """Take one new connection; re-arm the listener after the event that announced it."""
