@@ -250,9 +250,8 @@ class Answer:
 
 def exchange(served: Served, payload: bytes | Iterator[bytes]) -> Answer:
     """Send raw bytes (or pieces, until the server stops reading), half-close, read it all."""
-    port = int(served.base.rsplit(":", 1)[1])
     pieces = [payload] if isinstance(payload, bytes) else payload
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         try:
             for piece in pieces:
                 sock.sendall(piece)

@@ -35,6 +35,10 @@ class Served:
     base: str
     log: Path
 
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
     def request(
         self,
         path: str,
@@ -264,8 +268,7 @@ def test_python_main_py_serves_with_embedded_gunicorn_and_stops_on_sigterm(redis
 
 def raw_exchange(served: Served, payload: bytes) -> bytes:
     """Send bytes as they are (no client-side checks) and read the whole answer."""
-    port = int(served.base.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(payload)
         chunks = []
         while chunk := sock.recv(65536):

@@ -51,7 +51,7 @@ def two_threads(redis_server, tmp_path: Path) -> Iterator[Served]:
 
 
 def connect(served: Served) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", int(served.base.rsplit(":", 1)[1])), timeout=10)
+    return socket.create_connection(("127.0.0.1", served.port), timeout=10)
 
 
 def read_answers(sock: socket.socket, count: int) -> list[bytes]:
