@@ -13,13 +13,12 @@ from redis import RedisError
 from initialize.cli import register_cli
 from initialize.config import ConfigError
 from initialize.config import load_settings
+from initialize.envelope import RequestEnvelope
+from initialize.envelope import register_route_label
 from initialize.errors import register_error_handlers
-from initialize.headers import SecurityHeaders
 from initialize.headers import register_cors
-from initialize.logs import RequestIds
 from initialize.logs import build_logger
 from initialize.logs import configure_logging
-from initialize.metrics import register_request_metrics
 from initialize.redis import build_redis_client
 from initialize.redis import check_eviction_policy
 from routers import register_routers
@@ -55,12 +54,6 @@ def create_app(
     app = Flask(__name__, static_folder=None)  # an API: no static files to serve
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json = BodyJSONProvider(app)
-    # Outermost first: every answer, even one refused by the body guard, gets its request id
-    # and the security headers.
-    app.wsgi_app = RequestIds(
-        SecurityHeaders(BodyGuard(app.wsgi_app, settings.max_content_length)),
-        settings.trusted_proxies,
-    )
     store = RedisStore(redis_client or build_redis_client(settings), settings.redis_key_prefix)
     tokens = Tokens(
         settings.keys,
@@ -71,10 +64,15 @@ def create_app(
     )
     tokens.init_app(app)
     metrics = Metrics(settings.metrics_dir)
+    # Outermost first: every answer, even one refused by the body guard, gets its request id
+    # and the security headers, and is counted.
+    app.wsgi_app = RequestEnvelope(
+        BodyGuard(app.wsgi_app, settings.max_content_length), settings.trusted_proxies, metrics
+    )
     APP_STATE.bind(
         app, AppState(settings, store, tokens, metrics, build_logger(settings.log_format))
     )
-    register_request_metrics(app, metrics)
+    register_route_label(app)
     register_routers(app)
     register_error_handlers(app)
     register_cors(app, settings)

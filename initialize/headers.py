@@ -1,17 +1,12 @@
-"""Headers on every response: security defaults, and CORS for the configured origins."""
+"""Headers on every response: security defaults (added by initialize/envelope.py), and CORS for
+the configured origins."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from collections.abc import Iterable
-from typing import Any
 
 from flask import Flask
 from flask import Response
 from flask import request
 
-from utils.body import Environ
-from utils.body import WsgiApp
 from utils.settings import Settings
 from utils.token_lookup import CSRF_HEADER
 
@@ -22,30 +17,6 @@ SECURITY_HEADERS = {
 }
 CORS_ALLOWED_HEADERS = f"Authorization, Content-Type, {CSRF_HEADER}"
 CORS_MAX_AGE_SECONDS = "600"
-
-
-def adding_headers(
-    start_response: Callable[..., Any], extra: list[tuple[str, str]]
-) -> Callable[..., Any]:
-    """A WSGI ``start_response`` that appends ``extra`` to every answer's headers, errors
-    included (cheaper than editing each Flask response's header map)."""
-
-    def start_with_extra(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        headers.extend(extra)
-        return start_response(status, headers, exc_info)
-
-    return start_with_extra
-
-
-class SecurityHeaders:
-    """WSGI middleware: :data:`SECURITY_HEADERS` on every answer."""
-
-    def __init__(self, app: WsgiApp) -> None:
-        self.app = app
-        self.headers = list(SECURITY_HEADERS.items())
-
-    def __call__(self, environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        return self.app(environ, adding_headers(start_response, self.headers))
 
 
 def register_cors(app: Flask, settings: Settings) -> None:

@@ -7,20 +7,14 @@ stdlib loggers (gunicorn's error log, Flask, libraries) reach the same renderer 
 structlog's ``ProcessorFormatter``. Every line has ``ts``, ``level`` and ``event``.
 
 The request id travels in the WSGI environ, which the app and gunicorn's access logger share:
-the app stores the id, the client address and the authenticated user there, and the access
-line reads them back.
+initialize/envelope.py stores the id and the client address there, the token guard the
+authenticated user, and the access line reads them back.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
-import re
-import secrets
 import sys
-from collections.abc import Callable
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 from typing import TextIO
@@ -33,16 +27,10 @@ from structlog.typing import WrappedLogger
 
 from initialize.gunicorn_hooks import ScrubbingLogger
 from initialize.gunicorn_hooks import ScrubFilter
-from initialize.headers import adding_headers
 from utils.audit import CLIENT_KEY
 from utils.audit import REQUEST_ID_KEY
 from utils.audit import USER_KEY
-from utils.body import Environ
-from utils.body import WsgiApp
-from utils.net import client_address
 
-REQUEST_ID_HEADER = "X-Request-ID"
-REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ACCESS_EVENT = "request"
 _HANDLER_NAME = "flask-jwt-redis"
 _FIRST_KEYS = ["ts", "level", "event"]
@@ -109,41 +97,6 @@ def configure_logging(log_format: str) -> None:
     handler.addFilter(ScrubFilter())
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-
-
-class RequestIds:
-    """WSGI middleware: keep a well-formed ``X-Request-ID`` or make one, hand it and the client
-    address to the app and the access line (environ), and echo it on every answer.
-
-    Outside Flask, so an answer that fails before any hook runs carries an id too, and the
-    cost of two Flask hooks a request is saved. A made id is 32 hex digits: a random prefix
-    per process and a counter (unique without ``uuid4``'s call into the kernel each time; not
-    secret, nothing relies on guessing it being hard).
-    """
-
-    def __init__(self, app: WsgiApp, trusted_proxies: frozenset[str]) -> None:
-        self.app = app
-        self.trusted_proxies = trusted_proxies
-        self._pid = 0
-        self._prefix = ""
-        self._counter = itertools.count()
-
-    def new_id(self) -> str:
-        """A fresh request id, unique across processes (re-seeded after a fork)."""
-        if self._pid != os.getpid():
-            self._pid, self._prefix = os.getpid(), secrets.token_hex(8)
-            self._counter = itertools.count()
-        return f"{self._prefix}{next(self._counter):016x}"
-
-    def __call__(self, environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        request_id = environ.get("HTTP_X_REQUEST_ID")
-        if request_id is None or not REQUEST_ID_PATTERN.fullmatch(request_id):
-            request_id = self.new_id()
-        environ[REQUEST_ID_KEY] = request_id
-        environ[CLIENT_KEY] = client_address(
-            environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"), self.trusted_proxies
-        )
-        return self.app(environ, adding_headers(start_response, [(REQUEST_ID_HEADER, request_id)]))
 
 
 class GunicornLogger(ScrubbingLogger):

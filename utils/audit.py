@@ -12,8 +12,8 @@ from utils.state import get_audit_log
 from utils.state import get_metrics
 
 # WSGI environ keys (a dotted prefix, as PEP 3333 asks of extensions) the app sets for its audit
-# lines and gunicorn's access line: the request id and client address (initialize/logs.py's
-# RequestIds), the authenticated user (middleware/jwt.py).
+# lines and gunicorn's access line: the request id and client address (initialize/envelope.py),
+# the authenticated user (middleware/jwt.py).
 REQUEST_ID_KEY = "flask_jwt_redis.request_id"
 CLIENT_KEY = "flask_jwt_redis.client"
 USER_KEY = "flask_jwt_redis.user"
