@@ -13,6 +13,7 @@ authenticated user, and the access line reads them back.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from datetime import timedelta
@@ -36,7 +37,8 @@ _HANDLER_NAME = "flask-jwt-redis"
 _FIRST_KEYS = ["ts", "level", "event"]
 
 
-def _renderer(log_format: str) -> Processor:
+def line_renderer(log_format: str) -> Processor:
+    """structlog's renderer of LOG_FORMAT, the last step of every line."""
     if log_format == "json":
         return structlog.processors.JSONRenderer()
     return structlog.processors.LogfmtRenderer(key_order=_FIRST_KEYS, drop_missing=True)
@@ -53,7 +55,7 @@ def build_logger(log_format: str, stream: TextIO | None = None) -> FilteringBoun
     """A structlog logger writing LOG_FORMAT lines to ``stream`` (default: stdout)."""
     return structlog.wrap_logger(
         structlog.WriteLogger(stream or sys.stdout),
-        processors=[*_common_processors(), _renderer(log_format)],
+        processors=[*_common_processors(), line_renderer(log_format)],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     )
 
@@ -74,7 +76,7 @@ def build_formatter(log_format: str) -> logging.Formatter:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            _renderer(log_format),
+            line_renderer(log_format),
         ],
     )
 
@@ -118,9 +120,10 @@ class GunicornLogger(ScrubbingLogger):
             if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
                 handler.setStream(sys.stdout)  # SPEC: logs go to stdout, errors included
         # The access line skips structlog's bound-logger pipeline (context copy, processor loop):
-        # the same timestamp and renderer, called directly, on the hottest path there is.
+        # the same timestamp, called directly, and the same line as structlog's renderer gives
+        # (render_access_line), on the hottest path there is.
         self._stamp = _common_processors()[1]
-        self._render = _renderer(self.log_format)
+        self._render = json.dumps if self.log_format == "json" else render_access_logfmt
         self._out = structlog.WriteLogger(sys.stdout)
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: timedelta) -> None:
@@ -141,7 +144,32 @@ class GunicornLogger(ScrubbingLogger):
         user = environ.get(USER_KEY)
         if user is not None:
             line["user"] = user
-        self._out.msg(self._render(None, "info", self._stamp(None, "info", line)))
+        self._out.msg(self._render(self._stamp(None, "info", line)))
+
+
+def render_access_logfmt(line: dict[str, Any]) -> str:
+    """The access line in logfmt, exactly as structlog's ``LogfmtRenderer`` (:func:`line_renderer`)
+    writes it: ``ts``, ``level`` and ``event`` first, values quoted and escaped by its rules.
+
+    structlog's renderer also checks every key, character by character, on every line; the
+    access line's keys are this module's constants, and that check was the largest part of
+    the line's cost (BENCHMARKS.md). Its values are strings, numbers or None (a test holds
+    the two renderers to the same output).
+    """
+    ordered = [key for key in _FIRST_KEYS if key in line]
+    ordered += [key for key in line if key not in _FIRST_KEYS]
+    return " ".join(f"{key}={_logfmt_value(line[key])}" for key in ordered)
+
+
+def _logfmt_value(value: str | float | None) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    quoted = " " in text or "=" in text or '"' in text
+    if quoted and "\\" in text:
+        text = text.replace("\\", "\\\\")
+    text = text.replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"' if quoted else text
 
 
 def _status_code(resp: Any) -> int:
