@@ -162,9 +162,9 @@ def render_access_logfmt(line: dict[str, Any]) -> str:
 
 
 def _logfmt_value(value: str | float | None) -> str:
-    if value is None:
-        return ""
-    text = str(value)
+    if not isinstance(value, str):  # a number's text needs no quotes; None is empty
+        return "" if value is None else str(value)
+    text = value
     quoted = " " in text or "=" in text or '"' in text
     if quoted and "\\" in text:
         text = text.replace("\\", "\\\\")
