@@ -19,6 +19,7 @@ from initialize.errors import register_error_handlers
 from initialize.headers import register_cors
 from initialize.logs import build_logger
 from initialize.logs import configure_logging
+from initialize.redis import build_allowlist_cache
 from initialize.redis import build_redis_client
 from initialize.redis import check_eviction_policy
 from routers import register_routers
@@ -54,7 +55,8 @@ def create_app(
     app = Flask(__name__, static_folder=None)  # an API: no static files to serve
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json = BodyJSONProvider(app)
-    store = RedisStore(redis_client or build_redis_client(settings), settings.redis_key_prefix)
+    client = redis_client or build_redis_client(settings)
+    store = RedisStore(client, settings.redis_key_prefix, build_allowlist_cache(settings, client))
     tokens = Tokens(
         settings.keys,
         settings.jwt_issuer,

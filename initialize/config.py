@@ -55,6 +55,8 @@ DEFAULT_METRICS_ALLOW_IPS = "127.0.0.1,::1"
 WORKER_CLASSES = ("threads", "gthread", "sync")
 _EPOLL = hasattr(select, "epoll")
 DEFAULT_PORT = 9090
+DEFAULT_ALLOWLIST_CACHE_SECONDS = 1.0
+MAX_ALLOWLIST_CACHE_SECONDS = 60
 MAX_PORT = 65535
 # Chosen by measurement (BENCHMARKS.md, issue 13): threads keeps connections alive and keeps
 # answering while logins hash, as gthread does, at about sync's cost per new connection.
@@ -221,6 +223,7 @@ def _redis_settings(environ: Mapping[str, str]) -> dict[str, object]:
         "redis_sentinel_master": _text(environ, "REDIS_SENTINEL_MASTER", "mymaster"),
         "redis_socket_timeout": _positive_seconds(environ, "REDIS_SOCKET_TIMEOUT", 2.0),
         "redis_connect_timeout": _positive_seconds(environ, "REDIS_CONNECT_TIMEOUT", 1.0),
+        "allowlist_cache_seconds": _allowlist_cache_seconds(environ),
     }
 
 
@@ -242,6 +245,20 @@ def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> 
         seconds = math.nan
     if not 0 < seconds < math.inf:
         raise ConfigError(name, f"must be a positive number of seconds (got {raw!r})")
+    return seconds
+
+
+def _allowlist_cache_seconds(environ: Mapping[str, str]) -> float:
+    """How long a worker may reuse an "active" answer that Redis has not invalidated
+    (utils/allowlist_cache.py): 0 asks Redis on every request."""
+    name = "ALLOWLIST_CACHE_SECONDS"
+    raw = environ.get(name) or str(DEFAULT_ALLOWLIST_CACHE_SECONDS)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_ALLOWLIST_CACHE_SECONDS:
+        raise ConfigError(name, f"must be 0 to {MAX_ALLOWLIST_CACHE_SECONDS} seconds (got {raw!r})")
     return seconds
 
 

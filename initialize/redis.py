@@ -28,6 +28,7 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
+from utils.allowlist_cache import AllowlistCache
 from utils.redis import NOEVICTION
 from utils.redis import Client
 from utils.redis import RedisStore
@@ -66,6 +67,30 @@ def build_redis_client(settings: Settings) -> Client | Callable[[], Client]:
         sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=asking)
         return sentinel.master_for(settings.redis_sentinel_master, retry=retry, **common | url)
     return redis.Redis.from_url(settings.redis_url, retry=retry, **common)
+
+
+def build_allowlist_cache(settings: Settings, client: Client | None) -> AllowlistCache | None:
+    """The allowlist cache (utils/allowlist_cache.py), in standalone mode: under Sentinel a
+    tracking connection could outlive a failover on the demoted primary and never hear of
+    a change, and a cluster would need one per primary; both ask Redis on every request."""
+    pool = client.connection_pool if isinstance(client, redis.Redis) else None
+    # Only a plain pool's settings name the one server its connections go to (a Sentinel
+    # pool's connections ask the sentinels where to go): the tracking connection must reach
+    # the server the checks ask.
+    if (
+        settings.redis_mode != "standalone"
+        or settings.allowlist_cache_seconds <= 0
+        or type(pool) is not redis.ConnectionPool
+    ):
+        return None
+
+    def open_connection() -> redis.Connection:
+        # RESP2, where invalidations arrive as pub/sub messages on the subscribed connection
+        return pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
+
+    return AllowlistCache(
+        open_connection, settings.redis_key_prefix, settings.allowlist_cache_seconds
+    )
 
 
 def check_eviction_policy(store: RedisStore, logger: logging.Logger) -> None:

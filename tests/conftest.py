@@ -37,6 +37,7 @@ DEV_ENV = {"APP_ENV": "development"}
 SERVICE_VARIABLES = frozenset(
     {
         "ACCESS_TOKEN_TTL",
+        "ALLOWLIST_CACHE_SECONDS",
         "APP_ENV",
         "BIND",
         "COOKIE_MODE",

@@ -26,6 +26,7 @@ def test_production_defaults():
     assert (settings.redis_mode, settings.redis_sentinels) == ("standalone", ())
     assert settings.redis_sentinel_master == "mymaster"
     assert (settings.redis_socket_timeout, settings.redis_connect_timeout) == (2.0, 1.0)
+    assert settings.allowlist_cache_seconds == 1.0
     assert settings.token_lookup[0] == TokenSource("header", "Authorization")
     assert [s.kind for s in settings.token_lookup] == ["header", "query", "cookie", "form"]
     assert settings.demo_users == ()
@@ -90,6 +91,10 @@ def test_secret_file_strips_one_trailing_newline(tmp_path):
         ({"JWT_SECRET": SECRET, "REDIS_SOCKET_TIMEOUT": "inf"}, "REDIS_SOCKET_TIMEOUT"),
         ({"JWT_SECRET": SECRET, "REDIS_CONNECT_TIMEOUT": "1s"}, "REDIS_CONNECT_TIMEOUT"),
         ({"JWT_SECRET": SECRET, "REDIS_KEY_PREFIX": "{jwt}:"}, "REDIS_KEY_PREFIX"),
+        ({"JWT_SECRET": SECRET, "ALLOWLIST_CACHE_SECONDS": "-1"}, "ALLOWLIST_CACHE_SECONDS"),
+        ({"JWT_SECRET": SECRET, "ALLOWLIST_CACHE_SECONDS": "61"}, "ALLOWLIST_CACHE_SECONDS"),
+        ({"JWT_SECRET": SECRET, "ALLOWLIST_CACHE_SECONDS": "nan"}, "ALLOWLIST_CACHE_SECONDS"),
+        ({"JWT_SECRET": SECRET, "ALLOWLIST_CACHE_SECONDS": "1s"}, "ALLOWLIST_CACHE_SECONDS"),
         ({"JWT_SECRET": SECRET, "TOKEN_LOOKUP": "body: token"}, "TOKEN_LOOKUP"),
         ({"JWT_SECRET": SECRET, "DEMO_USERS": "kesa"}, "DEMO_USERS"),
         ({"JWT_SECRET": SECRET, "DEMO_USERS": "k:1"}, "DEMO_USERS"),

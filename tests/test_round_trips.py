@@ -23,15 +23,20 @@ class CountingConnection(ClosedAfterTest):
         return super().send_packed_command(command, check_health)
 
 
-@pytest.fixture
-def counted(redis_server, real_redis):
+def counting_app(redis_server, **environ: str):
     pool = redis.ConnectionPool(
         connection_class=CountingConnection,
         host="127.0.0.1",
         port=redis_server.port,
         decode_responses=True,
     )
-    client = create_app(DEV_ENV, redis_client=redis.Redis(connection_pool=pool)).test_client()
+    return create_app({**DEV_ENV, **environ}, redis_client=redis.Redis(connection_pool=pool))
+
+
+@pytest.fixture
+def counted(redis_server, real_redis):
+    """What each request costs when it asks Redis (the allowlist cache off)."""
+    client = counting_app(redis_server, ALLOWLIST_CACHE_SECONDS="0").test_client()
     # Warm up: each Lua script is loaded into Redis on its first use (a NOSCRIPT miss).
     tokens = AuthActions(client).login()
     client.get("/public/refresh", headers=BEARER(tokens["refreshToken"]))
@@ -54,6 +59,22 @@ def test_an_authenticated_request_costs_one_round_trip(counted):
     assert round_trips("GET", "/public/feed", headers=headers) == 1
     assert round_trips("GET", "/public/feed") == 0
     assert round_trips("POST", "/user/publish", headers=headers, data={"title": "t"}) == 1
+
+
+def test_with_the_allowlist_cache_a_known_token_costs_no_round_trip(redis_server, real_redis):
+    client = counting_app(redis_server).test_client()
+    tokens = AuthActions(client).login()
+    headers = BEARER(tokens["accessToken"])
+    for _ in range(3):  # the tracking connection opens; the token's own writes are reported
+        assert client.get("/user/welcome", headers=headers).status_code == 200
+    CountingConnection.sends = 0
+    assert client.get("/user/welcome", headers=headers).status_code == 200
+    assert client.get("/public/feed", headers=headers).status_code == 200
+    assert CountingConnection.sends == 0
+    assert client.post("/user/logout", headers=headers).status_code == 200
+    CountingConnection.sends = 0
+    assert client.get("/user/welcome", headers=headers).status_code == 401
+    assert CountingConnection.sends == 1  # forgotten: Redis is asked, and says no
 
 
 def test_login_reads_once_and_writes_once(counted):
@@ -80,6 +101,8 @@ def test_requests_reuse_connections(redis_server, real_redis):
         ),
     ).test_client()
     tokens = AuthActions(client).login()
+    # the first check opens the worker's one tracking connection (the allowlist cache)
+    assert client.get("/user/welcome", headers=BEARER(tokens["accessToken"])).status_code == 200
 
     def connections_opened() -> int:
         return int(real_redis.info("stats")["total_connections_received"])

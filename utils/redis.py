@@ -38,6 +38,7 @@ from typing import NamedTuple
 import redis
 from redis.cluster import RedisCluster
 
+from utils.allowlist_cache import AllowlistCache
 from utils.net import Caller
 from utils.tokens import TokenPair
 
@@ -256,7 +257,12 @@ class RedisStore:
     (``Redis.client()``): see :meth:`_command`.
     """
 
-    def __init__(self, client: Client | Callable[[], Client], prefix: str) -> None:
+    def __init__(
+        self,
+        client: Client | Callable[[], Client],
+        prefix: str,
+        allowlist_cache: AllowlistCache | None = None,
+    ) -> None:
         self._client = client if isinstance(client, redis.Redis | RedisCluster) else None
         self._connect = client if self._client is None else None
         self._connect_lock = threading.Lock()
@@ -265,6 +271,7 @@ class RedisStore:
         self.prefix = prefix
         self._threads = threading.local()
         self._pid = os.getpid()
+        self._allowlist_cache = allowlist_cache
 
     @property
     def client(self) -> Client:
@@ -281,6 +288,8 @@ class RedisStore:
     def close(self) -> None:
         """Close the client's connections, those the threads hold included (a client built
         from REDIS_URL belongs to the store; nothing is built just to be closed)."""
+        if self._allowlist_cache is not None:
+            self._allowlist_cache.close()
         client = self._client
         if client is None:
             return
@@ -339,9 +348,18 @@ class RedisStore:
 
     def is_token_active(self, username: str, session_id: str, jti: str) -> bool:
         """The allowlist check, paid on every authenticated request: one EXISTS of the token's
-        record and its session's (ending a session deletes the latter)."""
+        record and its session's (ending a session deletes the latter), unless the allowlist
+        cache (utils/allowlist_cache.py) knows both exist and Redis has reported no change."""
         user = f"{self.prefix}{{{username}}}:"  # self.key(), inlined on the hot path
-        return self._command("EXISTS", user + "token:" + jti, user + "session:" + session_id) == 2
+        token_key, session_key = user + "token:" + jti, user + "session:" + session_id
+        cache = self._allowlist_cache
+        generation = None if cache is None else cache.current()
+        if generation is not None and cache.holds(token_key, session_key):
+            return True
+        active = self._command("EXISTS", token_key, session_key) == 2
+        if active and generation is not None:
+            cache.remember(token_key, session_key, generation)
+        return active
 
     def rotate_refresh_token(
         self,

@@ -40,6 +40,7 @@ class Settings:
     redis_sentinel_master: str
     redis_socket_timeout: float
     redis_connect_timeout: float
+    allowlist_cache_seconds: float
     token_lookup: tuple[TokenSource, ...]
     demo_users: tuple[tuple[str, str], ...]
     login_max_failures: int
