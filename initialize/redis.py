@@ -69,7 +69,9 @@ def build_redis_client(settings: Settings) -> Client | Callable[[], Client]:
     return redis.Redis.from_url(settings.redis_url, retry=retry, **common)
 
 
-def build_allowlist_cache(settings: Settings, client: Client | None) -> AllowlistCache | None:
+def build_allowlist_cache(
+    settings: Settings, client: Client | Callable[[], Client]
+) -> AllowlistCache | None:
     """The allowlist cache (utils/allowlist_cache.py), in standalone mode: under Sentinel a
     tracking connection could outlive a failover on the demoted primary and never hear of
     a change, and a cluster would need one per primary; both ask Redis on every request."""
