@@ -237,12 +237,17 @@ def _addresses(environ: Mapping[str, str], name: str) -> tuple[tuple[str, int], 
     return tuple(addresses)
 
 
-def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> tuple[float, str]:
+    """The variable as a number of seconds (NaN when it is not a number), and its raw text."""
     raw = environ.get(name) or str(default)
     try:
-        seconds = float(raw)
+        return float(raw), raw
     except ValueError:
-        seconds = math.nan
+        return math.nan, raw
+
+
+def _positive_seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    seconds, raw = _seconds(environ, name, default)
     if not 0 < seconds < math.inf:
         raise ConfigError(name, f"must be a positive number of seconds (got {raw!r})")
     return seconds
@@ -252,11 +257,7 @@ def _allowlist_cache_seconds(environ: Mapping[str, str]) -> float:
     """How long a worker may reuse an "active" answer that Redis has not invalidated
     (utils/allowlist_cache.py): 0 asks Redis on every request."""
     name = "ALLOWLIST_CACHE_SECONDS"
-    raw = environ.get(name) or str(DEFAULT_ALLOWLIST_CACHE_SECONDS)
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
+    seconds, raw = _seconds(environ, name, DEFAULT_ALLOWLIST_CACHE_SECONDS)
     if not 0 <= seconds <= MAX_ALLOWLIST_CACHE_SECONDS:
         raise ConfigError(name, f"must be 0 to {MAX_ALLOWLIST_CACHE_SECONDS} seconds (got {raw!r})")
     return seconds
