@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 import redis
 
+from devtools.processes import wait_until
 from initialize.config import load_settings
 from initialize.redis import build_allowlist_cache
 from tests.conftest import DEV_ENV
@@ -46,20 +47,13 @@ def other_worker(redis_server) -> Iterator[RedisStore]:
     store.close()
 
 
-def wait_until(condition, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def remember(store: RedisStore, pair, client: redis.Redis) -> None:
     """Check until the answer is remembered (the first check after the token's own writes
     may not be: Redis reports those writes too), and prove it is."""
     assert wait_until(
-        lambda: active(store, pair, pair.access_jti) and _answered_alone(store, pair, client)
+        lambda: active(store, pair, pair.access_jti) and _answered_alone(store, pair, client),
+        timeout=5,
+        interval=0.01,
     )
 
 
@@ -111,7 +105,9 @@ def test_an_expired_record_is_forgotten(real_redis):
         store.record_tokens(pair)
         remember(store, pair, real_redis)
         real_redis.pexpire(store.key(pair.username, "token", pair.access_jti), 20)
-        assert wait_until(lambda: not active(store, pair, pair.access_jti), seconds=10)
+        assert wait_until(
+            lambda: not active(store, pair, pair.access_jti), timeout=10, interval=0.01
+        )
     finally:
         store.close()
 
