@@ -121,7 +121,7 @@ class GunicornLogger(ScrubbingLogger):
                 handler.setStream(sys.stdout)  # SPEC: logs go to stdout, errors included
         # The access line skips structlog's bound-logger pipeline (context copy, processor loop):
         # the same timestamp, called directly, and the same line as structlog's renderer gives
-        # (render_access_line), on the hottest path there is.
+        # (render_access_logfmt), on the hottest path there is.
         self._stamp = _common_processors()[1]
         self._render = json.dumps if self.log_format == "json" else render_access_logfmt
         self._out = structlog.WriteLogger(sys.stdout)
@@ -164,12 +164,11 @@ def render_access_logfmt(line: dict[str, Any]) -> str:
 def _logfmt_value(value: str | float | None) -> str:
     if not isinstance(value, str):  # a number's text needs no quotes; None is empty
         return "" if value is None else str(value)
-    text = value
-    quoted = " " in text or "=" in text or '"' in text
-    if quoted and "\\" in text:
-        text = text.replace("\\", "\\\\")
-    text = text.replace('"', '\\"').replace("\n", "\\n")
-    return f'"{text}"' if quoted else text
+    quoted = " " in value or "=" in value or '"' in value
+    if quoted and "\\" in value:
+        value = value.replace("\\", "\\\\")
+    value = value.replace('"', '\\"').replace("\n", "\\n")
+    return f'"{value}"' if quoted else value
 
 
 def _status_code(resp: Any) -> int:
