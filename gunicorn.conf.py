@@ -77,6 +77,11 @@ errorlog = "-"
 logger_class = gunicorn_logger_class(_settings.log_format)
 
 
+def post_worker_init(worker: Any) -> None:
+    """The threads worker closes a connection whose request head is not complete in time."""
+    worker.client_header_timeout = _settings.server.client_header_timeout
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """A worker ended (reload, crash, max requests): drop its live gauges, keep its counts."""
     mark_worker_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])

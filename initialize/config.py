@@ -55,6 +55,8 @@ DEFAULT_METRICS_ALLOW_IPS = "127.0.0.1,::1"
 WORKER_CLASSES = ("threads", "gthread", "sync")
 _EPOLL = hasattr(select, "epoll")
 DEFAULT_PORT = 9090
+# A connection's request head must be complete this many seconds after it began (threads worker).
+DEFAULT_CLIENT_HEADER_TIMEOUT = 10.0
 DEFAULT_ALLOWLIST_CACHE_SECONDS = 1.0
 MAX_ALLOWLIST_CACHE_SECONDS = 60
 MAX_PORT = 65535
@@ -347,4 +349,7 @@ def _server_settings(environ: Mapping[str, str]) -> ServerSettings:
         workers=_positive_int(environ, "WEB_CONCURRENCY", DEFAULT_WORKERS),
         threads=threads,
         worker_class=worker_class,
+        client_header_timeout=_positive_seconds(
+            environ, "CLIENT_HEADER_TIMEOUT", DEFAULT_CLIENT_HEADER_TIMEOUT
+        ),
     )

@@ -4,45 +4,53 @@ gunicorn's gthread worker accepts every connection in its main thread, hands it 
 pool, has the pool thread wait for the first bytes in a selector of its own, and hands the
 connection back to the main thread through a pipe when the response is sent. The sync worker
 has none of that but blocks on every slow request (an Argon2 login) and closes every
-connection. Measured with ``../shared/perf``'s command (BENCHMARKS.md), gthread costs about
-0.2-0.3x of a bare Flask ping more than sync per new connection.
+connection. gthread costs about 0.2-0.3x of a bare Flask ping more than sync per new
+connection (BENCHMARKS.md); docs/worker.md tells the whole story.
 
 Here the threads share one epoll set where every socket is registered one-shot: the
-listeners, and the connections waiting for their next request (kept alive, or new and not
-yet sending). The thread that wakes up for a socket serves it itself, takes the next waiting
-connections straight from the listener as sync does, and parks a kept-alive connection back
-in the set. Requests are served by gthread's own ``handle`` (parsing, HTTP/2, errors,
-keep-alive rules, access log); only the scheduling differs.
+listeners, and the connections waiting for bytes (new, kept alive, or part-way through their
+request head). The thread that wakes up for a socket reads what has arrived without waiting;
+once a whole request head is in, it serves the request with gthread's own ``handle``
+(parsing, errors, keep-alive rules, access log), takes the next waiting connections straight
+from the listener as sync does, and parks a connection that has nothing more back in the set.
+So an idle or slowly-trickling client holds no thread, and a request head must be complete
+within ``client_header_timeout`` of the connection (or of its first byte, on a kept-alive one).
 
 Threads serving side by side fight over the GIL at every system call (about 0.1x of a bare
 ping per request, measured), so one thread at a time holds a baton and serves. A standby
 thread waits for the baton and steps in beside the holder only when the holder's request
-has run for ``_HELP_AFTER_SECONDS`` (a login hashing, a slow client, a slow Redis), and
-steps back when the holder is quick again: sync's cost while requests are quick, gthread's
-latency while some are slow. Linux only (epoll), like the image; config.py falls back to
-gthread elsewhere.
+has run for ``_HELP_AFTER_SECONDS`` (a login hashing, a slow Redis, a slow body), and steps
+back when the holder is quick again: sync's cost while requests are quick, gthread's latency
+while some are slow.
+
+Under floods the worker stays a worker: it keeps at most ``worker_connections`` connections
+(the oldest parked one makes room for a new one), an accept that finds no file descriptor
+closes the oldest parked connection and pauses accepting with a growing back-off, an exception
+in a serving thread is logged and the thread goes on, and a thread that dies anyway makes the
+worker exit so that gunicorn replaces it. Linux only (epoll), like the image; config.py falls
+back to gthread elsewhere. What it takes from gthread is named in initialize/gthread_internals.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import math
 import select
 import socket
 import threading
 import time
 from typing import Any
 
-from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT
-from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER
-from gunicorn.workers.gthread import TConn
-from gunicorn.workers.gthread import ThreadWorker
-
+from initialize.config import DEFAULT_CLIENT_HEADER_TIMEOUT
+from initialize.gthread_internals import DEFAULT_WORKER_DATA_TIMEOUT
+from initialize.gthread_internals import STOP_KEEPALIVE_LINGER
+from initialize.gthread_internals import TConn
+from initialize.gthread_internals import ThreadWorker
 from initialize.gunicorn_hooks import JsonErrors
 
 # Each registration wakes one thread once, then stays silent until its owner re-arms it.
 _ONE_SHOT_READ = select.EPOLLIN | select.EPOLLONESHOT
-# How often the threads look at the clock (idle deadlines, stop) and the main thread beats.
+# How often the threads look at the clock (deadlines, stop) and the main thread beats.
 _TICK_SECONDS = 1.0
 # New connections a thread takes straight from the listener after one the poller announced.
 _DIRECT_ACCEPTS = 16
@@ -53,27 +61,68 @@ _HELP_AFTER_SECONDS = 0.02
 # How often the standby looks while requests come (within _BUSY_SECONDS), and while none do.
 _BUSY_SECONDS = 1.0
 _IDLE_TICK_SECONDS = 0.25
+# Accepting pauses this long after the process ran out of descriptors or buffers, doubling
+# while it keeps happening, up to the maximum.
+_ACCEPT_PAUSE_SECONDS = 0.05
+_MAX_ACCEPT_PAUSE_SECONDS = 1.0
+# A serving thread whose loop raised waits this long before it goes on (no spinning).
+_ERROR_PAUSE_SECONDS = 0.1
+_HEAD_CHUNK = 65536
 _GONE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED)
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class _Conn(TConn):
-    """A client connection, with its registration and the deadline of its idle wait."""
+    """A client connection: its registration, its wait in the poller, its request head so far."""
 
     registered = False
-    deadline = 0.0
+    deadline = 0.0  # when its current wait in the poller ends
+    head_deadline = math.inf  # when its request head must be complete
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.head = bytearray()
+
+
+def head_complete(head: bytes | bytearray) -> bool:
+    """Whether ``head`` holds a whole request head (leading blank lines aside, RFC 9112 §2.2)."""
+    start = len(head) - len(head.lstrip(b"\r\n"))
+    return head.find(b"\n\r\n", start) >= 0 or head.find(b"\n\n", start) >= 0
 
 
 class SharedPollThreadWorker(ThreadWorker):
     """gthread's request handling, scheduled by the threads themselves (module docstring)."""
 
+    # gunicorn.conf.py's post_worker_init sets it from CLIENT_HEADER_TIMEOUT.
+    client_header_timeout = DEFAULT_CLIENT_HEADER_TIMEOUT
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """Refuse, at start-up, what this worker does not serve (gunicorn prints one line)."""
+        super().check_config(cfg, log)
+        if cfg.is_ssl:
+            raise RuntimeError(
+                "GUNICORN_WORKER_CLASS=threads does not serve TLS (certfile is set): "
+                "terminate TLS in a proxy, or set GUNICORN_WORKER_CLASS=gthread"
+            )
+        if cfg.http2_cleartext in ("prior-knowledge", "both"):
+            raise RuntimeError(
+                "GUNICORN_WORKER_CLASS=threads does not serve prior-knowledge HTTP/2 "
+                "(http2_cleartext): set GUNICORN_WORKER_CLASS=gthread"
+            )
+
     def run(self) -> None:
         self._epoll = select.epoll()
-        # Parked connections by fd. The name is gthread's: its handle_request stops keeping
-        # connections alive once this holds max_keepalived.
+        # Parked connections by fd, oldest first. The name is gthread's: its handle_request
+        # stops keeping connections alive once this holds max_keepalived.
         self.keepalived_conns: dict[int, _Conn] = {}
-        self._parked_lock = threading.Lock()
+        self._parked_lock = threading.Lock()  # guards keepalived_conns and _open
+        self._open = 0
+        self._max_head = _max_head_bytes(self.cfg)
         self._next_sweep = 0.0
-        self._linger_until = 0.0
+        self._stop_at = math.inf  # the threads serve until then (set when the worker stops)
+        self._accept_paused_until = 0.0
+        self._accept_pause = _ACCEPT_PAUSE_SECONDS
         # The baton's holder serves; the standby helps while the holder is slow (docstring).
         self._baton = threading.Lock()
         self._standby = threading.Lock()
@@ -91,12 +140,15 @@ class SharedPollThreadWorker(ThreadWorker):
         ]
         for thread in threads:
             thread.start()
-        while self.alive:  # the main thread only beats and waits for a signal
+        while self.alive:  # the main thread beats, watches its threads, waits for a signal
+            if not all(thread.is_alive() for thread in threads):
+                self.log.error("A serving thread died: the worker exits, gunicorn replaces it")
+                return
             self.notify()
             if not self.is_parent_alive():
                 self.alive = False
             elif select.select([self.method_queue.fileno()], [], [], _TICK_SECONDS)[0]:
-                self.method_queue.run_callbacks(None)  # gthread's handle_exit wakes us here
+                self.method_queue.run_callbacks(None)  # handle_exit and the threads wake us
         self._stop(threads)
 
     def _stop(self, threads: list[threading.Thread]) -> None:
@@ -104,35 +156,51 @@ class SharedPollThreadWorker(ThreadWorker):
         for a short while (with ``Connection: close``), then close everything."""
         for fd in self._listeners:
             self._unregister(fd)
-        self._linger_until = time.monotonic() + min(self.cfg.keepalive, STOP_KEEPALIVE_LINGER)
+        linger = time.monotonic() + min(self.cfg.keepalive, STOP_KEEPALIVE_LINGER)
+        with self._parked_lock:
+            for conn in self.keepalived_conns.values():
+                conn.deadline = min(conn.deadline, linger)
+        self._stop_at = linger
         deadline = time.monotonic() + self.cfg.graceful_timeout
         for thread in threads:
             while thread.is_alive() and time.monotonic() < deadline:
                 self.notify()
                 thread.join(min(_TICK_SECONDS, max(0.0, deadline - time.monotonic())))
-        self._close_expired(float("inf"))
+        self._close_expired(math.inf)
         self._epoll.close()
         for listener in self.sockets:
             listener.close()
 
     def _serve(self) -> None:
-        """One thread's life: the baton holder serves; one standby waits to take the baton or
-        to help; the other threads wait for the standby's place."""
-        while self._serving():
-            with self._standby:
-                holder = self._wait_for_baton()
-            if holder:
-                self._holder = threading.get_ident()
+        """One thread's life. An exception is logged and the thread goes on; should the thread
+        end anyway while the worker runs, the main thread sees it and the worker exits."""
+        try:
+            while self._serving():
                 try:
-                    self._poll_and_serve(helper=False)
-                finally:
-                    self._holder = None
-                    self._baton.release()
-            else:
-                self._poll_and_serve(helper=True)
+                    self._take_turn()
+                except Exception:
+                    self.log.exception("Error in a serving thread; it goes on")
+                    time.sleep(_ERROR_PAUSE_SECONDS)
+        finally:
+            self.method_queue.defer(_nothing)  # wake the main thread to look at its threads
+
+    def _take_turn(self) -> None:
+        """The baton holder serves; one standby waits to take the baton or to help; the
+        other threads wait for the standby's place."""
+        with self._standby:
+            holder = self._wait_for_baton()
+        if holder:
+            self._holder = threading.get_ident()
+            try:
+                self._poll_and_serve(helper=False)
+            finally:
+                self._holder = None
+                self._baton.release()
+        else:
+            self._poll_and_serve(helper=True)
 
     def _serving(self) -> bool:
-        return self.alive or time.monotonic() < self._linger_until
+        return time.monotonic() < self._stop_at
 
     def _wait_for_baton(self) -> bool:
         """True with the baton; False when its holder is stuck in a slow request (help it)."""
@@ -151,11 +219,16 @@ class SharedPollThreadWorker(ThreadWorker):
     def _poll_and_serve(self, *, helper: bool) -> None:
         """Serve what the poller announces; a helper stops as soon as the holder is fast again."""
         while self._serving() and not (helper and not self._holder_is_slow()):
-            events = self._epoll.poll(_HELP_AFTER_SECONDS if helper else _TICK_SECONDS, 1)
+            timeout = _HELP_AFTER_SECONDS if helper else _TICK_SECONDS
+            if self._accept_paused_until:
+                timeout = min(timeout, max(0.0, self._accept_paused_until - time.monotonic()))
+            events = self._epoll.poll(timeout, 1)
             now = time.monotonic()
             if now >= self._next_sweep:
                 self._next_sweep = now + _TICK_SECONDS
                 self._close_expired(now)
+            if self._accept_paused_until and now >= self._accept_paused_until:
+                self._resume_accepting()
             for fd, _ in events:
                 if fd in self._listeners:
                     self._serve_new_connections(*self._listeners[fd])
@@ -179,17 +252,47 @@ class SharedPollThreadWorker(ThreadWorker):
             conn = self._accept(listener, server, rearm=False)
 
     def _accept(self, listener: Any, server: Any, *, rearm: bool) -> _Conn | None:
-        """Take one new connection; re-arm the listener after the event that announced it."""
+        """Take one new connection, making room for it past ``worker_connections``; re-arm
+        the listener after the event that announced it, unless accepting is paused."""
         try:
             sock, client = listener.accept()
-        except OSError as error:  # another worker took it, or the client gave up
-            if error.errno not in _GONE:
+        except OSError as error:
+            if error.errno in _OUT_OF_RESOURCES:
+                self._pause_accepting(error)
+            elif error.errno not in _GONE:  # else another worker took it, or the client left
                 raise
             return None
         finally:
-            if rearm and self.alive:
+            if rearm and self.alive and not self._accept_paused_until:
                 self._rearm(listener.fileno())
-        return _Conn(self.cfg, sock, client, server)
+        self._accept_pause = _ACCEPT_PAUSE_SECONDS
+        with self._parked_lock:
+            self._open += 1
+            crowded = self._open > self.worker_connections
+        if crowded:
+            self._close_oldest_parked()
+        conn = _Conn(self.cfg, sock, client, server)
+        conn.head_deadline = time.monotonic() + self.client_header_timeout
+        return conn
+
+    def _pause_accepting(self, error: OSError) -> None:
+        """Out of descriptors or buffers: give one back, and leave the listener alone for a
+        while (doubling while it lasts) instead of spinning on it or dying."""
+        if not self._accept_paused_until:
+            self.log.warning(
+                "accept failed (%s): closing the oldest idle connection, pausing %.2f s",
+                errno.errorcode.get(error.errno, error.errno),
+                self._accept_pause,
+            )
+        self._close_oldest_parked()
+        self._accept_paused_until = time.monotonic() + self._accept_pause
+        self._accept_pause = min(self._accept_pause * 2, _MAX_ACCEPT_PAUSE_SECONDS)
+
+    def _resume_accepting(self) -> None:
+        self._accept_paused_until = 0.0
+        if self.alive:
+            for fd in self._listeners:
+                self._rearm(fd)
 
     def _serve_guarded(self, conn: _Conn) -> None:
         holder = threading.get_ident() == self._holder
@@ -199,41 +302,72 @@ class SharedPollThreadWorker(ThreadWorker):
             self._serve_connection(conn)
         except Exception:  # the thread must live on; gthread's handle catches the rest
             self.log.exception("Error serving a connection")
-            conn.close()
+            self._close(conn)
         finally:
             if holder:
                 self._holder_started = None
                 self._last_request = time.monotonic()
+            if not self.alive:  # max_requests reached in handle_request: wake the main thread
+                self.method_queue.defer(_nothing)
 
     def _serve_connection(self, conn: _Conn) -> None:
-        """Serve the requests that have arrived; park the connection when none is waiting."""
+        """Serve every request whose head has arrived; park the connection for more bytes."""
         while True:
-            if not conn.data_ready:
-                try:
-                    waiting = conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                except BlockingIOError:  # nothing yet: wait in the poller, not in this thread
-                    self._park(conn, DEFAULT_WORKER_DATA_TIMEOUT)
-                    return
-                except OSError:  # reset by the client
-                    waiting = b""
-                if not waiting:
-                    conn.close()
-                    return
-                conn.data_ready = True  # gthread's handle then skips its own wait for data
+            if not self._read_head(conn):
+                return
+            conn.init()  # the HTTP/1 parser (no I/O: TLS and prior-knowledge h2c are refused)
+            conn.parser.unreader.unread(bytes(conn.head))
+            conn.head.clear()
+            conn.data_ready = True  # gthread's handle then skips its own wait for data
             if self.handle(conn) is not True:
-                conn.close(graceful=True)
+                self._close(conn, graceful=True)
                 return
-            # A body drain may have read the next request already: the socket won't say so.
-            conn.data_ready = bool(conn.parser.unreader.buf.getvalue())
-            if not conn.data_ready:
-                self._park(conn, self.cfg.keepalive)
+            # A body drain may have read ahead into the next request: the socket won't say so.
+            conn.head += conn.parser.unreader.take_buffered()
+            if not conn.head:  # the usual case: wait for the next request in the poller
+                conn.head_deadline = math.inf
+                self._park(conn, time.monotonic() + self.cfg.keepalive)
                 return
+            conn.head_deadline = self._head_deadline()
 
-    def _park(self, conn: _Conn, seconds: float) -> None:
-        """Wait for the connection's next bytes in the poller, for ``seconds`` at most."""
+    def _read_head(self, conn: _Conn) -> bool:
+        """Read what has arrived without waiting. True when a whole request head is buffered;
+        otherwise the connection is parked for more, or closed (client gone, time over)."""
+        while not head_complete(conn.head) and len(conn.head) <= self._max_head:
+            try:
+                chunk = conn.sock.recv(_HEAD_CHUNK, socket.MSG_DONTWAIT)
+            except BlockingIOError:  # nothing more yet: wait in the poller, not in this thread
+                self._park_for_head(conn)
+                return False
+            except OSError:  # reset by the client
+                chunk = b""
+            if not chunk:
+                self._close(conn)
+                return False
+            if not conn.head and conn.head_deadline == math.inf:  # a kept-alive connection
+                conn.head_deadline = self._head_deadline()
+            conn.head += chunk
+        return True  # an over-long head goes to the parser, which answers 431
+
+    def _head_deadline(self) -> float:
+        return time.monotonic() + self.client_header_timeout
+
+    def _park_for_head(self, conn: _Conn) -> None:
+        now = time.monotonic()
+        if now >= conn.head_deadline:  # CLIENT_HEADER_TIMEOUT: the client is too slow
+            self._close(conn)
+        elif conn.head:
+            self._park(conn, conn.head_deadline)
+        elif conn.parser is None:  # new and silent: gthread's wait for the first bytes
+            self._park(conn, min(now + DEFAULT_WORKER_DATA_TIMEOUT, conn.head_deadline))
+        else:
+            self._park(conn, now + self.cfg.keepalive)
+
+    def _park(self, conn: _Conn, deadline: float) -> None:
+        """Wait for the connection's next bytes in the poller, until ``deadline`` at most."""
         if not self.alive:
-            seconds = min(seconds, STOP_KEEPALIVE_LINGER)
-        conn.deadline = time.monotonic() + seconds
+            deadline = min(deadline, time.monotonic() + STOP_KEEPALIVE_LINGER)
+        conn.deadline = deadline
         fd = conn.sock.fileno()
         with self._parked_lock:  # listed before it is armed: its event may come at once
             self.keepalived_conns[fd] = conn
@@ -245,23 +379,53 @@ class SharedPollThreadWorker(ThreadWorker):
 
     def _close_expired(self, now: float) -> None:
         """Close parked connections whose deadline has passed (all of them at ``inf``)."""
-        expired = []
         with self._parked_lock:
-            for fd, conn in list(self.keepalived_conns.items()):
-                if conn.deadline <= now:
-                    del self.keepalived_conns[fd]
-                    expired.append((fd, conn))
-        for fd, conn in expired:
-            self._unregister(fd)
-            conn.close()
+            expired = [conn for conn in self.keepalived_conns.values() if conn.deadline <= now]
+            for conn in expired:
+                del self.keepalived_conns[conn.sock.fileno()]
+        for conn in expired:
+            self._close(conn)
+
+    def _close_oldest_parked(self) -> None:
+        """Make room: close the connection that has waited longest in the poller, if any."""
+        with self._parked_lock:
+            if not self.keepalived_conns:
+                return
+            oldest = self.keepalived_conns.pop(next(iter(self.keepalived_conns)))
+        self._close(oldest)
+
+    def _close(self, conn: _Conn, *, graceful: bool = False) -> None:
+        """Close a connection this worker took (closing its fd also leaves the epoll set)."""
+        with self._parked_lock:
+            self._open -= 1
+        try:
+            conn.close(graceful=graceful)
+        except OSError:
+            self.log.debug("Closing a connection failed", exc_info=True)
 
     def _rearm(self, fd: int) -> None:
-        with contextlib.suppress(OSError):  # unregistered meanwhile: the worker is stopping
+        try:
             self._epoll.modify(fd, _ONE_SHOT_READ)
+        except OSError:  # unregistered meanwhile: the worker is stopping
+            self.log.debug("Re-arming fd %s failed", fd)
 
     def _unregister(self, fd: int) -> None:
-        with contextlib.suppress(OSError):
+        try:
             self._epoll.unregister(fd)
+        except OSError:
+            self.log.debug("Unregistering fd %s failed", fd)
+
+
+def _nothing() -> None:
+    """A wake-up call for the main thread, which then looks at its threads and ``alive``."""
+
+
+def _max_head_bytes(cfg: Any) -> int:
+    """The longest head gunicorn's parser could accept: past it, the parser refuses it."""
+    line = cfg.limit_request_line or 8190
+    fields = cfg.limit_request_fields or 32768
+    field = cfg.limit_request_field_size or 8190
+    return line + fields * (field + 2) + 4
 
 
 class SharedPollJsonErrorWorker(JsonErrors, SharedPollThreadWorker):

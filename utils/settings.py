@@ -21,6 +21,8 @@ class ServerSettings:
     workers: int
     threads: int
     worker_class: str
+    # seconds a client may take to send a whole request head (the threads worker closes it then)
+    client_header_timeout: float
 
 
 @dataclass(frozen=True)
