@@ -25,7 +25,8 @@ while some are slow.
 
 Under floods the worker stays a worker: it keeps at most ``worker_connections`` connections
 (the oldest parked one makes room for a new one), an accept that finds no file descriptor
-closes the oldest parked connection and pauses accepting with a growing back-off, an exception
+closes the oldest parked connection to make room (and with none to close, pauses accepting
+with a growing back-off), an exception
 in a serving thread is logged and the thread goes on, and a thread that dies anyway makes the
 worker exit so that gunicorn replaces it. Linux only (epoll), like the image; config.py falls
 back to gthread elsewhere. What it takes from gthread is named in initialize/gthread_internals.py.
@@ -65,6 +66,7 @@ _IDLE_TICK_SECONDS = 0.25
 # while it keeps happening, up to the maximum.
 _ACCEPT_PAUSE_SECONDS = 0.05
 _MAX_ACCEPT_PAUSE_SECONDS = 1.0
+_WARN_EVERY_SECONDS = 10.0
 # A serving thread whose loop raised waits this long before it goes on (no spinning).
 _ERROR_PAUSE_SECONDS = 0.1
 _HEAD_CHUNK = 65536
@@ -123,6 +125,7 @@ class SharedPollThreadWorker(ThreadWorker):
         self._stop_at = math.inf  # the threads serve until then (set when the worker stops)
         self._accept_paused_until = 0.0
         self._accept_pause = _ACCEPT_PAUSE_SECONDS
+        self._next_accept_warning = 0.0
         # The baton's holder serves; the standby helps while the holder is slow (docstring).
         self._baton = threading.Lock()
         self._standby = threading.Lock()
@@ -181,6 +184,8 @@ class SharedPollThreadWorker(ThreadWorker):
                 except Exception:
                     self.log.exception("Error in a serving thread; it goes on")
                     time.sleep(_ERROR_PAUSE_SECONDS)
+        except BaseException:  # logged here, scrubbed, rather than by threading's own hook
+            self.log.exception("A serving thread ends on an error")
         finally:
             self.method_queue.defer(_nothing)  # wake the main thread to look at its threads
 
@@ -255,7 +260,7 @@ class SharedPollThreadWorker(ThreadWorker):
         """Take one new connection, making room for it past ``worker_connections``; re-arm
         the listener after the event that announced it, unless accepting is paused."""
         try:
-            sock, client = listener.accept()
+            sock, client = self._accept_making_room(listener)
         except OSError as error:
             if error.errno in _OUT_OF_RESOURCES:
                 self._pause_accepting(error)
@@ -275,16 +280,31 @@ class SharedPollThreadWorker(ThreadWorker):
         conn.head_deadline = time.monotonic() + self.client_header_timeout
         return conn
 
+    def _accept_making_room(self, listener: Any) -> tuple[socket.socket, Any]:
+        """``accept``; out of descriptors or buffers, the connection that has waited longest
+        in the poller (an idle one) is closed to make room, as often as that helps."""
+        while True:
+            try:
+                return listener.accept()
+            except OSError as error:
+                if error.errno not in _OUT_OF_RESOURCES:
+                    raise
+                self._warn_accept_failed(error, "closing the oldest idle connection")
+                if not self._close_oldest_parked():
+                    raise
+
+    def _warn_accept_failed(self, error: OSError, action: str) -> None:
+        """One warning per ``_WARN_EVERY_SECONDS`` at most: a flood must not flood the log."""
+        now = time.monotonic()
+        if now >= self._next_accept_warning:
+            self._next_accept_warning = now + _WARN_EVERY_SECONDS
+            name = errno.errorcode.get(error.errno, str(error.errno))
+            self.log.warning("accept failed (%s): %s", name, action)
+
     def _pause_accepting(self, error: OSError) -> None:
-        """Out of descriptors or buffers: give one back, and leave the listener alone for a
-        while (doubling while it lasts) instead of spinning on it or dying."""
-        if not self._accept_paused_until:
-            self.log.warning(
-                "accept failed (%s): closing the oldest idle connection, pausing %.2f s",
-                errno.errorcode.get(error.errno, error.errno),
-                self._accept_pause,
-            )
-        self._close_oldest_parked()
+        """Out of descriptors or buffers with no idle connection to close: leave the listener
+        alone for a while (doubling while it lasts) instead of spinning on it or dying."""
+        self._warn_accept_failed(error, f"pausing accepts for {self._accept_pause:.2f} s")
         self._accept_paused_until = time.monotonic() + self._accept_pause
         self._accept_pause = min(self._accept_pause * 2, _MAX_ACCEPT_PAUSE_SECONDS)
 
@@ -386,13 +406,14 @@ class SharedPollThreadWorker(ThreadWorker):
         for conn in expired:
             self._close(conn)
 
-    def _close_oldest_parked(self) -> None:
+    def _close_oldest_parked(self) -> bool:
         """Make room: close the connection that has waited longest in the poller, if any."""
         with self._parked_lock:
             if not self.keepalived_conns:
-                return
+                return False
             oldest = self.keepalived_conns.pop(next(iter(self.keepalived_conns)))
         self._close(oldest)
+        return True
 
     def _close(self, conn: _Conn, *, graceful: bool = False) -> None:
         """Close a connection this worker took (closing its fd also leaves the epoll set)."""

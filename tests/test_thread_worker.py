@@ -97,7 +97,6 @@ def test_the_worker_in_use_is_the_shared_poll_one(one_thread):
 def test_a_silent_connection_holds_no_thread_and_is_closed_after_its_wait(one_thread):
     silent = connect(one_thread)
     with silent:
-        time.sleep(0.3)  # accepted and parked by now
         started = time.monotonic()
         assert one_thread.request("/public/ping") == (200, b"pong")
         assert time.monotonic() - started < 2  # not after the silent client's wait
@@ -140,14 +139,33 @@ def test_a_stopping_worker_answers_a_parked_client_with_connection_close(one_thr
 
 
 def test_a_second_thread_serves_while_the_first_is_held_by_a_slow_request(two_threads):
-    """A client that stops halfway through its headers holds the thread serving it (gunicorn
-    reads a request whole); the other thread takes over until it is done."""
+    """A client that stops halfway through its body holds the thread serving it (the app reads
+    the body as it comes); the other thread takes over until it is done."""
+    body = b"username=kesa&password=wrong-password"
     with connect(two_threads) as slow:
-        slow.sendall(b"GET /public/ping HTTP/1.1\r\nHost: x\r\n")  # the blank line never comes
-        time.sleep(0.5)
+        slow.sendall(
+            b"POST /public/login HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10])
+        )
+        time.sleep(0.5)  # the slow request is being read by then: nothing to wait on from here
         started = time.monotonic()
         for _ in range(5):
             assert two_threads.request("/public/ping") == (200, b"pong")
         assert time.monotonic() - started < 2
-        slow.sendall(b"\r\n")  # the slow request ends and is answered too
-        assert read_answers(slow, 1)[0].endswith(b"pong")
+        slow.sendall(body[10:])  # the slow request ends and is answered too
+        assert read_answers(slow, 1)[0].split(b" ", 2)[1] == b"401"
+
+
+def test_a_silent_or_trickling_client_holds_no_thread_even_with_one(one_thread):
+    """Request heads are read as they come, between other clients' requests."""
+    with connect(one_thread) as silent, connect(one_thread) as trickling:
+        trickling.sendall(b"GET /public/ping HTTP/1.1\r\nHost: x\r\n")  # no blank line yet
+        started = time.monotonic()
+        for _ in range(5):
+            assert one_thread.request("/public/ping") == (200, b"pong")
+        assert time.monotonic() - started < 2
+        trickling.sendall(b"\r\n")
+        assert read_answers(trickling, 1)[0].endswith(b"pong")
+        silent.sendall(PING)
+        assert read_answers(silent, 1)[0].endswith(b"pong")
