@@ -163,6 +163,13 @@ def test_operations_and_server_defaults():
     assert [str(n) for n in production.metrics_allow_ips] == ["127.0.0.1/32", "::1/128"]
     assert production.server.bind == "127.0.0.1:9090"
     assert (production.server.worker_class, production.server.threads) == ("threads", 4)
+    assert production.server.client_header_timeout == 10
+    assert (
+        load_settings(
+            {"JWT_SECRET": SECRET, "CLIENT_HEADER_TIMEOUT": "2.5"}
+        ).server.client_header_timeout
+        == 2.5
+    )
     development = load_settings({"APP_ENV": "development", "PORT": "9191"})
     assert development.log_format == "text" and development.server.bind == "127.0.0.1:9191"
 
@@ -195,6 +202,8 @@ def test_worker_class_and_threads(environ, expected):
         ("WEB_CONCURRENCY", "-1"),
         ("GUNICORN_THREADS", "lots"),
         ("GUNICORN_WORKER_CLASS", "gevent"),
+        ("CLIENT_HEADER_TIMEOUT", "0"),
+        ("CLIENT_HEADER_TIMEOUT", "soon"),
         ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics"),
     ],
 )
