@@ -25,31 +25,25 @@ from gunicorn.workers.gthread import ThreadWorker
 
 __all__ = ["DEFAULT_WORKER_DATA_TIMEOUT", "STOP_KEEPALIVE_LINGER", "TConn", "ThreadWorker"]
 
-# What the worker relies on, and why:
+# What the worker relies on, and why (each class is digested whole: a change anywhere in it
+# is worth a look):
 # - TConn: the connection it hands to ``handle`` (cfg, sock, client, server, parser,
 #   initialized, data_ready; ``init`` makes the HTTP/1 parser without I/O when neither TLS nor
 #   prior-knowledge h2c is on; ``close``).
-# - ThreadWorker.handle / handle_request / _keepalive_after: serve one request, return True to
-#   keep the connection; handle_request stops keep-alive once ``len(self.keepalived_conns)``
-#   reaches ``self.max_keepalived`` and sets ``alive = False`` at max_requests.
-# - ThreadWorker.__init__ / init_process / handle_exit: ``max_keepalived``, ``method_queue``
-#   (made in init_process, written to by handle_exit to wake the main thread).
+# - ThreadWorker: ``handle`` serves one request and returns True to keep the connection (after
+#   draining an unread body, bounded in time); ``handle_request`` stops keep-alive once
+#   ``len(self.keepalived_conns)`` reaches ``self.max_keepalived`` and sets ``alive = False`` at
+#   max_requests; ``init_process`` makes ``method_queue``, which ``handle_exit`` writes to.
 # - PollableMethodQueue: ``fileno``, ``defer``, ``run_callbacks``.
-# - Unreader.unread / take_buffered: hand the worker's pre-read request head to the parser, and
-#   take back what the parser read ahead of the next request.
+# - Unreader: ``unread`` hands the worker's pre-read request head to the parser,
+#   ``take_buffered`` takes back what the parser read ahead of the next request.
 # - the module constants: the wait for a new connection's first bytes, and the linger of a
 #   stopping worker's kept-alive connections.
 _OBJECTS = {
     "gthread.TConn": TConn,
-    "gthread.ThreadWorker.__init__": ThreadWorker.__init__,
-    "gthread.ThreadWorker.init_process": ThreadWorker.init_process,
-    "gthread.ThreadWorker.handle_exit": ThreadWorker.handle_exit,
-    "gthread.ThreadWorker.handle": ThreadWorker.handle,
-    "gthread.ThreadWorker.handle_request": ThreadWorker.handle_request,
-    "gthread.ThreadWorker._keepalive_after": ThreadWorker._keepalive_after,
+    "gthread.ThreadWorker": ThreadWorker,
     "gthread.PollableMethodQueue": gthread.PollableMethodQueue,
-    "unreader.Unreader.unread": unreader.Unreader.unread,
-    "unreader.Unreader.take_buffered": unreader.Unreader.take_buffered,
+    "unreader.Unreader": unreader.Unreader,
 }
 _CONSTANTS = {
     "gthread.DEFAULT_WORKER_DATA_TIMEOUT": DEFAULT_WORKER_DATA_TIMEOUT,
@@ -59,15 +53,9 @@ _CONSTANTS = {
 CHECKED_WITH = "27.0.1"
 RELIED_ON = {
     "gthread.TConn": "e3a2878ba952710a",
-    "gthread.ThreadWorker.__init__": "a53cfb3b9a0bb8ad",
-    "gthread.ThreadWorker.init_process": "091d906a1f5d9991",
-    "gthread.ThreadWorker.handle_exit": "2476ee2ba87d42e8",
-    "gthread.ThreadWorker.handle": "49edcc01d00df15a",
-    "gthread.ThreadWorker.handle_request": "1e773274d3db1326",
-    "gthread.ThreadWorker._keepalive_after": "c9a49befb5bd48df",
+    "gthread.ThreadWorker": "2cde92a57d7bae10",
     "gthread.PollableMethodQueue": "5b4a78bd3cfb9745",
-    "unreader.Unreader.unread": "11f279b265f4497b",
-    "unreader.Unreader.take_buffered": "51ceea3b5ffc8a8f",
+    "unreader.Unreader": "84aaa8f91fcdbbae",
     "gthread.DEFAULT_WORKER_DATA_TIMEOUT": "5.0",
     "gthread.STOP_KEEPALIVE_LINGER": "2.0",
 }
