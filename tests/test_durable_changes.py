@@ -122,14 +122,22 @@ def test_a_logout_answered_200_survives_a_sentinel_failover(stalling_sentinel_gr
             )
         )
         assert_not_confirmed(response, seconds)
-        fresh = auth.login()
+        response, seconds = timed(
+            lambda: client.post(
+                "/user/password",
+                data={"password": "123", "newPassword": PASSWORD},
+                headers=BEARER(kept["accessToken"]),
+            )
+        )
+        assert_not_confirmed(response, seconds)
+        fresh = auth.login("kesa", PASSWORD)
         assert (
             client.get("/public/refresh", headers=BEARER(fresh["refreshToken"])).status_code == 200
         )
         assert client.get("/user/welcome", headers=BEARER(kept["accessToken"])).status_code == 200
         assert client.get("/readyz").status_code == 200
         metrics = samples(client)
-        assert metrics[("redis_wait_timeouts_total", ())] == 2
+        assert metrics[("redis_wait_timeouts_total", ())] == 3
         assert metrics.get(("redis_errors_total", ()), 0) == 0
         # a repeat through another instance (other connections) waits as well: the mark
         # makes the awaited write the latest even when the repeated change finds nothing to do
@@ -160,6 +168,7 @@ def test_a_logout_answered_200_survives_a_sentinel_failover(stalling_sentinel_gr
         refresh = client.get("/public/refresh", headers=BEARER(logged_out["refreshToken"]))
         assert refresh.status_code == 401
     assert auth.login("stalled", PASSWORD)
+    assert auth.login("kesa", PASSWORD)  # the password change, confirmed by the WAITs after it
 
     # a primary without replicas has no one to lose a change to: no WAIT, no delay
     response, seconds = timed(
