@@ -130,6 +130,11 @@ def test_a_logout_answered_200_survives_a_sentinel_failover(stalling_sentinel_gr
             )
         )
         assert_not_confirmed(response, seconds)
+        created = app.test_cli_runner().invoke(
+            args=["create-user", "from-cli", "--password", PASSWORD]
+        )
+        assert created.exit_code == 1
+        assert "Redis made the change, but 0 of 1 replicas acknowledged" in created.output
         fresh = auth.login("kesa", PASSWORD)
         assert (
             client.get("/public/refresh", headers=BEARER(fresh["refreshToken"])).status_code == 200
