@@ -20,6 +20,7 @@ from utils.errors import ApiError
 from utils.keys import generate_private_key_pem
 from utils.keys import public_key_pem
 from utils.passwords import hash_password
+from utils.redis import NotReplicated
 from utils.redis import RedisStore
 from utils.state import get_store
 from utils.users import USERNAME_PATTERN
@@ -94,6 +95,11 @@ def redis_errors_in_one_line(store: RedisStore) -> Iterator[None]:
     """A Redis failure becomes one line naming the server (its password hidden), no traceback."""
     try:
         yield
+    except NotReplicated as error:
+        raise click.ClickException(
+            f"Redis made the change, but {error} in time (REDIS_WAIT_TIMEOUT_MS): a failover "
+            "now could lose it; run the command again once the replicas catch up"
+        ) from None
     except RedisError as error:
         kwargs = store.client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"

@@ -17,7 +17,9 @@ one user lives in one Redis Cluster slot and each multi-key change can be one at
 * ``P{u}:sessions`` -> sorted set of the user's session ids scored by their last ``exp``;
 * ``P{u}:login-failures:<address>`` -> attempt counter with the lock window as TTL;
 * ``P{u}:user`` -> hash with the Argon2id ``password`` hash and ``created`` time. Accounts
-  written by earlier versions under ``Puser:<u>`` are moved here the first time they are used.
+  written by earlier versions under ``Puser:<u>`` are moved here the first time they are used;
+* ``P{u}:replicated`` -> a mark written after each change that waits for the replicas
+  (:meth:`RedisStore.run_durably`), expiring after ``MARK_SECONDS``.
 
 Every script gets all the keys it touches in KEYS and is safe to run twice: redis-py resends a
 command whose connection broke, and the script may have run before it broke.
@@ -37,6 +39,7 @@ from typing import NamedTuple
 
 import redis
 from redis.cluster import RedisCluster
+from redis.connection import AbstractConnection
 
 from utils.allowlist_cache import AllowlistCache
 from utils.net import Caller
@@ -44,6 +47,13 @@ from utils.tokens import TokenPair
 
 Client = redis.Redis | RedisCluster
 NOEVICTION = "noeviction"
+MARK_SECONDS = 60
+# A cluster node's replies that the client's slot map is old (a failover, a resharding).
+_SLOT_MOVED = (
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
 
 
 class Script(NamedTuple):
@@ -213,6 +223,16 @@ return redis.call('HGET', KEYS[1], 'password') == ARGV[1] and 1 or 0
 )
 
 
+class NotReplicated(redis.RedisError):
+    """A change the primary made but fewer replicas than wanted acknowledged in time: it may
+    be lost if the primary fails now (SPEC "Durable changes"); repeating the request is safe."""
+
+    def __init__(self, acknowledged: int, wanted: int) -> None:
+        super().__init__(f"{acknowledged} of {wanted} replicas acknowledged the change")
+        self.acknowledged = acknowledged
+        self.wanted = wanted
+
+
 class Rotation(enum.Enum):
     """What happened to a presented refresh token."""
 
@@ -254,7 +274,8 @@ class RedisStore:
     ``RedisCluster``, or a function that builds one: a cluster client connects as it is made,
     so it is made on first use and a cluster that is down at start-up is a 503, not a crash.
     With a ``redis.Redis``, each thread holds a single-connection client of the shared pool
-    (``Redis.client()``): see :meth:`_command`.
+    (``Redis.client()``): see :meth:`_command`. ``wait_replicas`` and ``wait_timeout_ms`` are
+    REDIS_WAIT_REPLICAS and REDIS_WAIT_TIMEOUT_MS (:meth:`run_durably`).
     """
 
     def __init__(
@@ -262,6 +283,9 @@ class RedisStore:
         client: Client | Callable[[], Client],
         prefix: str,
         allowlist_cache: AllowlistCache | None = None,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         self._client = client if isinstance(client, redis.Redis | RedisCluster) else None
         self._connect = client if self._client is None else None
@@ -272,6 +296,8 @@ class RedisStore:
         self._threads = threading.local()
         self._pid = os.getpid()
         self._allowlist_cache = allowlist_cache
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
 
     @property
     def client(self) -> Client:
@@ -379,24 +405,29 @@ class RedisStore:
         return Rotation(int(self._run(_ROTATE, keys, args)))
 
     def end_session(self, username: str, session_id: str) -> int:
-        """Revoke every token of one session; returns how many records were in it."""
-        return self._end_sessions(username, [session_id])
+        """Revoke every token of one session (durably: :meth:`run_durably`); returns how many
+        records were in it."""
+        keys = self._session_keys(username, [session_id])
+        return int(self.run_durably(username, _END_SESSIONS, keys, [session_id]))
 
     def end_own_session(self, username: str, session_id: str) -> bool:
-        """As :meth:`end_session`, only if ``session_id`` is a live session of ``username``."""
+        """As :meth:`end_session`, only if ``session_id`` is a live session of ``username``
+        (a 404 waits too: after an unconfirmed end, its repeat finds the session gone)."""
         keys = self._session_keys(username, [session_id])
-        return bool(self._run(_END_OWN_SESSION, keys, [session_id, int(time.time())]))
+        args = [session_id, int(time.time())]
+        return bool(self.run_durably(username, _END_OWN_SESSION, keys, args))
 
     def end_all_sessions(self, username: str) -> int:
-        """Revoke every token of every session of ``username``; returns the session count.
+        """Revoke every token of every session of ``username``, durably; returns the session
+        count.
 
         Two round trips: the script must be given each session's key, so the session ids are
         read first. A session a concurrent login starts in between lives on, as if that login
         had come just after this call.
         """
         session_ids = self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
-        if session_ids:
-            self._end_sessions(username, session_ids)
+        keys = self._session_keys(username, session_ids)
+        self.run_durably(username, _END_SESSIONS, keys, session_ids)
         return len(session_ids)
 
     def list_sessions(self, username: str) -> list[Session]:
@@ -430,7 +461,8 @@ class RedisStore:
             self.key(username, "login-failures", caller.address),
             *self._session_keys(username, others),
         ]
-        return int(self._run(_CHANGE_PASSWORD, keys, [password_hash, int(time.time()), *others]))
+        args = [password_hash, int(time.time()), *others]
+        return int(self.run_durably(username, _CHANGE_PASSWORD, keys, args))
 
     def _session_keys(self, username: str, session_ids: list[str]) -> list[str]:
         """The user's sessions set, then each session's record and meta key."""
@@ -455,10 +487,11 @@ class RedisStore:
         return LoginAttempt(int(attempts), int(retry_after), password_hash or None)
 
     def create_user(self, username: str, password_hash: str) -> bool:
-        """Store a new account; False if the username is taken."""
+        """Store a new account, durably (:meth:`run_durably`); False if the username is taken."""
         if self._adopt_legacy_account(username):
             return False
-        return self._create_user(username, password_hash, int(time.time()))
+        keys, args = [self.key(username, "user")], [password_hash, int(time.time())]
+        return bool(self.run_durably(username, _CREATE_USER, keys, args))
 
     def user_exists(self, username: str) -> bool:
         """Whether an account exists (used to seed demo users without re-hashing)."""
@@ -503,6 +536,84 @@ class RedisStore:
                 return None
             policies.add(reported["maxmemory-policy"])
         return policies
+
+    def run_durably(
+        self, username: str, script: Script, keys: list[str], args: list[str | int]
+    ) -> Any:
+        """Run a change's script (``keys`` all ``username``'s), then wait with Redis ``WAIT``
+        until the primary's replicas hold it (SPEC "Durable changes"); the script's reply.
+
+        ``WAIT`` counts the replicas that acknowledged the last write made *on the connection
+        it is sent on*, so everything goes down one connection to the primary of the user's
+        slot: the script, a write of the user's ``replicated`` mark (so that the awaited write
+        is the latest even when the script changed nothing, as when a change that was not
+        confirmed is repeated: the primary already has it, its replicas may not), and ``INFO
+        replication`` in one round trip, then ``WAIT`` for REDIS_WAIT_REPLICAS or every online
+        replica when fewer are attached, in a second. With no replica attached (as right after
+        a failover) or REDIS_WAIT_REPLICAS=0 there is no second round trip; with 0, no mark.
+
+        Raises :class:`NotReplicated` when fewer acknowledge within REDIS_WAIT_TIMEOUT_MS (the
+        change is made on the primary; running it again is safe and waits again).
+        """
+        if not self._wait_replicas:
+            return self._run(script, keys, args)
+        mark = self.key(username, "replicated")
+        client = self._standalone
+        if client is not None:
+            try:
+                return self._change_and_wait(client, script, keys, args, mark)
+            except redis.ConnectionError:  # a broken connection, a demoted primary: once more
+                return self._change_and_wait(client, script, keys, args, mark)
+        cluster = self.client
+        try:
+            node = cluster.get_redis_connection(cluster.get_node_from_key(mark))
+            return self._change_and_wait(node, script, keys, args, mark)
+        except (redis.ConnectionError, redis.exceptions.RedisClusterException, *_SLOT_MOVED):
+            # The slot map is old (a failover, a resharding): the routed run follows the
+            # redirections and refreshes the map, then the change is made and awaited again
+            # on the primary the slot has now.
+            self._run(script, keys, args)
+        try:
+            node = cluster.get_redis_connection(cluster.get_node_from_key(mark))
+            return self._change_and_wait(node, script, keys, args, mark)
+        except (redis.exceptions.RedisClusterException, *_SLOT_MOVED) as error:
+            raise redis.ConnectionError(f"Redis Cluster slot moving: {error}") from None
+
+    def _change_and_wait(
+        self,
+        node: redis.Redis,
+        script: Script,
+        keys: list[str],
+        args: list[str | int],
+        mark: str,
+    ) -> Any:
+        """:meth:`run_durably` on one connection of ``node``'s pool (checked out for it)."""
+        change = ["EVALSHA", script.sha, len(keys), *keys, *args]
+        batch = [change, ["SET", mark, "1", "EX", MARK_SECONDS], ["INFO", "replication"]]
+        with node.client() as single:
+            connection = single.connection
+            try:
+                replies = _exchange(connection, batch)
+                if isinstance(replies[0], redis.exceptions.NoScriptError):
+                    change[:2] = ["EVAL", script.source]  # EVAL also caches it there
+                    replies = _exchange(connection, batch)
+                for answer in replies:
+                    if isinstance(answer, redis.ResponseError):
+                        raise answer
+                reply, _, info = replies
+                wanted = min(self._wait_replicas, _online_replicas(info))
+                if wanted:
+                    timeout = self._wait_timeout_ms / 1000 + (connection.socket_timeout or 1.0)
+                    connection.send_command("WAIT", wanted, self._wait_timeout_ms)
+                    acknowledged = int(connection.read_response(timeout=timeout))
+                    if acknowledged < wanted:
+                        raise NotReplicated(acknowledged, wanted)
+                return reply
+            except (redis.ResponseError, NotReplicated):
+                raise
+            except BaseException:
+                connection.disconnect()  # out of step with its replies: never reused as is
+                raise
 
     def _run(self, script: Script, keys: list[str], args: list[str | int]) -> Any:
         """EVALSHA; EVAL when this Redis does not know the script (yet, or any more: a restart,
@@ -557,6 +668,27 @@ class RedisStore:
             connection.disconnect()
             single.close()
             raise
+
+
+def _exchange(connection: AbstractConnection, commands: list[list[str | int]]) -> list[Any]:
+    """Send ``commands`` in one write and read each reply (an error reply as its exception,
+    so that the connection stays in step)."""
+    connection.send_packed_command(connection.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(connection.read_response())
+        except redis.ResponseError as error:
+            replies.append(error)
+    return replies
+
+
+def _online_replicas(info: str | bytes) -> int:
+    """How many replicas ``INFO replication`` lists as online (``WAIT`` counts no others)."""
+    text = info.decode() if isinstance(info, bytes) else info
+    return sum(
+        1 for line in text.splitlines() if line.startswith("slave") and "state=online" in line
+    )
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
