@@ -220,10 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python3 -m devtools.docker up|stop", file=sys.stderr)
         return 2
     try:
-        up(os.environ) if args == ["up"] else stop()
+        if args == ["up"]:
+            up(os.environ)
+        else:
+            stop()
     except DockerError as error:
         print(f"run.sh: error: {error}", file=sys.stderr)
         return error.status
+    except KeyboardInterrupt:  # Ctrl-C: docker has stopped too; no traceback
+        return 130
     return 0
 
 
