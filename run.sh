@@ -7,8 +7,9 @@
 #                       flask-jwt-redis (published on 19090:9090), both --restart always
 #   ./run.sh stop       stop and remove the Docker mode's containers (network and volume kept)
 #
-# The local mode's work (choosing and starting a Redis, the banner, supervising gunicorn) is
-# devtools/local.py; this script prepares .venv for it and drives Docker. See usage() below.
+# A dispatcher: the local mode's work (choosing and starting a Redis, the banner, supervising
+# gunicorn) is devtools/local.py, run from .venv, which this script prepares; the Docker mode's
+# (image, network, volume, containers, the secret) is devtools/docker.py. See usage() below.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,23 +17,6 @@ cd "$ROOT"
 
 export DATA_DIR="${DATA_DIR:-$ROOT/data}"
 VENV="$ROOT/.venv"
-
-# Docker mode names (the tutorial's: my-net, my-redis; the app container and image are ours).
-NETWORK=my-net
-REDIS_CONTAINER=my-redis
-REDIS_IMAGE=redis:alpine
-REDIS_VOLUME=flask-jwt-redis-data
-APP_CONTAINER=flask-jwt-redis
-APP_IMAGE=flask-jwt-redis:latest
-APP_PORT=9090 # inside the container (the image's BIND)
-# Where the app is published on the host: [address:]port; the tutorial's 19090 = every interface.
-DOCKER_PUBLISH="${DOCKER_PUBLISH:-19090}"
-# Optional settings handed to the app container when they are set here (by name: `-e NAME`,
-# so their values never appear on a command line).
-PASSTHROUGH_VARS=(ACCESS_TOKEN_TTL REFRESH_TOKEN_TTL JWT_ISSUER JWT_AUDIENCE TOKEN_LOOKUP
-    COOKIE_MODE CORS_ORIGINS DEMO_USERS LOGIN_MAX_FAILURES LOGIN_LOCK_SECONDS REDIS_KEY_PREFIX
-    MAX_SESSIONS_PER_USER REFRESH_REUSE_GRACE_SECONDS INTROSPECTION_CLIENTS LOG_FORMAT
-    METRICS_ALLOW_IPS)
 
 usage() {
     cat <<'EOF'
@@ -77,107 +61,8 @@ die() {
 
 docker_answers() { docker info >/dev/null 2>&1; }
 
-# ---------------------------------------------------------------------------------------------
-# Docker mode
-# ---------------------------------------------------------------------------------------------
-
-require_docker() {
-    command -v docker >/dev/null 2>&1 || die "docker is not installed (or not on PATH)"
-    docker_answers || die "no Docker engine answers ('docker info' failed): start Docker, or use ./run.sh --local"
-}
-
-exists() { # kind name: true when `docker <kind> inspect <name>` finds it
-    docker "$1" inspect "$2" >/dev/null 2>&1
-}
-
-remove_container() { # name: graceful stop, then remove, when it exists
-    if exists container "$1"; then
-        log "stopping and removing container $1"
-        docker stop -t 30 "$1" >/dev/null || true
-        docker rm -f "$1" >/dev/null
-    fi
-}
-
-docker_stop() {
-    require_docker
-    remove_container "$APP_CONTAINER"
-    remove_container "$REDIS_CONTAINER"
-    log "stopped (network $NETWORK and volume $REDIS_VOLUME are kept)"
-}
-
-docker_up() {
-    require_docker
-    [[ "$DOCKER_PUBLISH" =~ ^(([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:]+\]):)?[0-9]{1,5}$ ]] ||
-        die "DOCKER_PUBLISH must be [address:]port, e.g. 19090 or 127.0.0.1:19090 (got '$DOCKER_PUBLISH')"
-    if ! exists image "$APP_IMAGE"; then
-        log "image $APP_IMAGE not found: building it first (./build.sh)"
-        "$ROOT/build.sh"
-    fi
-
-    local secret # JWT_SECRET, else data/secret (generated once, mode 600); never printed
-    secret="$(python3 -m devtools.secret)" || exit 1
-
-    if ! exists network "$NETWORK"; then
-        log "creating network $NETWORK"
-        docker network create --driver bridge "$NETWORK" >/dev/null
-    fi
-    if ! exists volume "$REDIS_VOLUME"; then
-        log "creating volume $REDIS_VOLUME"
-        docker volume create "$REDIS_VOLUME" >/dev/null
-    fi
-
-    remove_container "$APP_CONTAINER"
-    remove_container "$REDIS_CONTAINER"
-
-    log "starting $REDIS_CONTAINER ($REDIS_IMAGE, AOF on, data in volume $REDIS_VOLUME)"
-    docker run -d \
-        --name "$REDIS_CONTAINER" \
-        --restart always \
-        --network "$NETWORK" \
-        -v "$REDIS_VOLUME:/data" \
-        "$REDIS_IMAGE" \
-        redis-server --appendonly yes >/dev/null
-
-    local -a passthrough=()
-    local name
-    for name in "${PASSTHROUGH_VARS[@]}"; do
-        if [[ -n "${!name+set}" ]]; then
-            passthrough+=(-e "$name")
-        fi
-    done
-
-    log "starting $APP_CONTAINER ($APP_IMAGE)"
-    # The secret travels in this command's environment (-e JWT_SECRET without a value), never
-    # in its arguments. Other optional settings are passed the same way.
-    JWT_SECRET="$secret" docker run -d \
-        --name "$APP_CONTAINER" \
-        --restart always \
-        --network "$NETWORK" \
-        -p "$DOCKER_PUBLISH:$APP_PORT" \
-        -e APP_ENV=production \
-        -e "REDIS_URL=redis://$REDIS_CONTAINER:6379/0" \
-        -e JWT_SECRET \
-        ${passthrough[@]+"${passthrough[@]}"} \
-        "$APP_IMAGE" >/dev/null
-
-    # What the engine really publishes (e.g. 0.0.0.0:19090 and [::]:19090 for every interface).
-    local published
-    published="$(docker port "$APP_CONTAINER" "$APP_PORT/tcp" | tr '\n' ' ')"
-    log "published on ${published% }"
-    log "up: curl http://$(curl_host):${DOCKER_PUBLISH##*:}/public/ping ; logs: docker logs -f $APP_CONTAINER ; stop: ./run.sh stop"
-}
-
-curl_host() { # the address to reach the published port from this machine
-    local address=127.0.0.1
-    if [[ "$DOCKER_PUBLISH" == *:* ]]; then
-        address="${DOCKER_PUBLISH%:*}"
-    fi
-    case "$address" in
-    0.0.0.0 | "") echo 127.0.0.1 ;;
-    "[::]") echo "[::1]" ;;
-    *) echo "$address" ;;
-    esac
-}
+# Docker mode (up or stop): devtools/docker.py, with the machine's python3 (no .venv needed).
+docker_mode() { exec python3 -m devtools.docker "$1"; }
 
 # ---------------------------------------------------------------------------------------------
 # Local mode: .venv here, the rest (Redis choice, banner, gunicorn, stopping) in devtools/local.py
@@ -224,15 +109,15 @@ case "${1:-}" in
 "")
     if command -v docker >/dev/null 2>&1 && docker_answers; then
         log "a Docker engine answers: Docker mode (use ./run.sh --local for local mode)"
-        docker_up
+        docker_mode up
     else
         log "no Docker engine: local mode"
         local_mode
     fi
     ;;
 --local) local_mode ;;
---docker) docker_up ;;
-stop) docker_stop ;;
+--docker) docker_mode up ;;
+stop) docker_mode stop ;;
 -h | --help) usage ;;
 *)
     printf 'run.sh: unknown argument: %s\n' "$1" >&2

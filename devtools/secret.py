@@ -1,9 +1,9 @@
-"""The Docker mode's JWT secret: ``python3 -m devtools.secret`` prints it for run.sh.
+"""The Docker mode's JWT secret, for devtools.docker (``./run.sh --docker``).
 
 JWT_SECRET from the environment when set, else the one kept in ``$DATA_DIR/secret`` (48 random
 bytes, URL-safe base64, generated on first use with mode 600 and reused, so tokens survive a
 redeploy). Standard library only: it runs with the machine's python3, before any .venv exists.
-The secret goes to stdout for the caller and never into a message.
+The secret is returned to the caller and never put into a message.
 """
 
 from __future__ import annotations
@@ -52,18 +52,3 @@ def _kept_secret(path: Path) -> str:
 
 def _log(message: str) -> None:
     print(f"run.sh: {message}", file=sys.stderr)
-
-
-def main() -> int:
-    """Print the secret for ``./run.sh --docker`` (DATA_DIR and JWT_SECRET from the environment)."""
-    data_dir = Path(os.environ.get("DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
-    try:
-        print(docker_secret(os.environ, data_dir), end="")
-    except SecretError as error:
-        print(f"run.sh: error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

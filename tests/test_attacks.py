@@ -13,7 +13,6 @@ import json
 import re
 import socket
 import string
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,8 +330,7 @@ def wire(request, tmp_path_factory) -> Iterator[Served]:
 def assert_clean_log(served: Served, *secrets: str, server_errors: bool = False) -> None:
     """No traceback, no error line, no 5xx (unless ``server_errors``: Redis was stopped), and
     none of ``secrets`` anywhere in the log."""
-    time.sleep(0.3)  # let the workers flush their lines
-    log = served.log.read_text(errors="replace")
+    log = served.flushed_log()
     assert "Traceback" not in log
     assert "[ERROR]" not in log and "ERROR in" not in log
     assert server_errors or not re.search(r'HTTP/1\.[01]" 5\d\d ', log), log

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from collections.abc import Iterator
 
@@ -20,6 +19,7 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from werkzeug.serving import make_server
 
+from devtools.processes import wait_until
 from initialize import create_app
 from tests.conftest import DEV_ENV
 from utils.keys import generate_private_key_pem
@@ -70,7 +70,9 @@ def test_authlib_password_grant_welcome_refresh_and_automatic_refresh(serve):
         assert second["access_token"] != first["access_token"]
         assert session.get(f"{base}/user/welcome").text == "Welcome ! kesa"
 
-        time.sleep(2.5)  # the access token expires; the session refreshes before the call
+        # The access token expires (by Authlib's clock, later than the service's): the session
+        # refreshes before the call.
+        assert wait_until(lambda: session.token.is_expired(leeway=0), timeout=4, interval=0.02)
         response = session.get(f"{base}/user/welcome")
         assert response.status_code == 200, response.text
         assert response.text == "Welcome ! kesa"

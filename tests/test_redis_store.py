@@ -10,6 +10,7 @@ import uuid
 import pytest
 import redis
 
+from devtools.processes import wait_until
 from tests.conftest import service_client
 from utils import redis as redis_store
 from utils.net import Caller
@@ -196,10 +197,7 @@ def test_close_ends_every_connection_the_store_holds(redis_server, real_redis):
 
     assert ours() >= 2
     store.close()
-    deadline = time.monotonic() + 5
-    while ours() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ours() == 0
+    assert wait_until(lambda: ours() == 0, timeout=5, interval=0.05)
 
 
 def test_allowlist_check_survives_a_dropped_connection(redis_server, real_redis):

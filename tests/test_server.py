@@ -56,6 +56,17 @@ class Served:
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
+    def flushed_log(self) -> str:
+        """The log with the lines of every request answered so far: once the server has
+        exited, all of it; while it runs, once the access line of a marked request is in it
+        (a worker writes a request's line right after answering it, so the lines of the
+        requests answered before the marker's are there by then)."""
+        if self.process.poll() is None:
+            marker = f"flush-{time.monotonic_ns()}"
+            assert self.request("/healthz", headers={"X-Request-ID": marker})[0] == 200
+            assert wait_until(lambda: marker in self.log.read_text(errors="replace"), 10)
+        return self.log.read_text(errors="replace")
+
     def login(self) -> dict:
         status, body = self.request("/public/login", {"username": "kesa", "password": "123"})
         assert status == 200, body
@@ -196,9 +207,14 @@ def test_tokens_never_reach_the_log(served):
     served.request(f"/public/feed?token={tokens['accessToken']}&x=1")
     served.request("/user/welcome?token=not-a-real-token")
     served.request(f"/public/refresh?token={tokens['refreshToken']}")
-    time.sleep(0.3)
+    lines = (  # LOG_FORMAT=text in development
+        "method=GET path=/user/welcome status=200",
+        "method=GET path=/public/feed status=200",
+        "method=GET path=/user/welcome status=401",
+        "method=GET path=/public/refresh status=200",
+    )
+    assert wait_until(lambda: all(line in served.log.read_text() for line in lines), 10)
     log = served.log.read_text()
-    assert "method=GET path=/user/welcome status=200" in log  # LOG_FORMAT=text in development
     for secret in (tokens["accessToken"], tokens["refreshToken"], "not-a-real-token", "token="):
         assert secret not in log
     for part in tokens["accessToken"].split("."):
@@ -222,16 +238,14 @@ def test_sighup_reloads_without_a_failed_request(served):
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)
+    assert wait_until(lambda: len(results) >= 100, 10)  # the reload comes amid the load
     os.kill(served.process.pid, signal.SIGHUP)
     for thread in threads:
         thread.join(timeout=20)
     failures = [r for r in results if r != 200]
     assert len(results) > 50
     assert failures == []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and served.worker_pids() & before:
-        time.sleep(0.2)
+    wait_until(lambda: not served.worker_pids() & before, 10)
     after = served.worker_pids()
     assert after and not after & before  # every worker was replaced
 
@@ -291,7 +305,6 @@ def test_gunicorn_level_rejections_are_json_and_leave_no_token_in_the_log(served
     assert head.split(b" ", 2)[1] == str(status).encode()
     assert b"Content-Type: application/json" in head
     assert json.loads(body)["code"] == status
-    time.sleep(0.3)
-    log = served.log.read_text()
+    log = served.flushed_log()
     assert "secret.part" not in log and "eyJraw" not in log
     assert "aaaaaaaaaa" not in log

@@ -7,6 +7,7 @@ import time
 import jwt
 import pytest
 
+from devtools.processes import wait_until
 from tests.conftest import AuthActions
 
 BEARER = AuthActions.bearer
@@ -20,6 +21,13 @@ def login(client, user_agent: str = "pytest", username: str = "kesa", password: 
     )
     assert response.status_code == 200, response.get_json()
     return response.get_json()
+
+
+def next_second() -> None:
+    """Wait until the clock enters a new second: session times have second resolution, so
+    what happens after this is stamped later than what happened before."""
+    started = int(time.time())
+    assert wait_until(lambda: int(time.time()) > started, timeout=2, interval=0.01)
 
 
 def sid_of(token: str) -> str:
@@ -42,7 +50,7 @@ def works(client, tokens: dict) -> tuple[bool, bool]:
 
 def test_sessions_lists_each_login_newest_first_with_its_client(client):
     laptop = login(client, "Laptop browser")
-    time.sleep(1.05)  # createdAt has second resolution
+    next_second()
     phone = login(client, "Phone app " + "x" * 400)
     sessions = list_sessions(client, phone["accessToken"])
     assert [s["id"] for s in sessions] == [
@@ -72,7 +80,7 @@ def test_sessions_lists_each_login_newest_first_with_its_client(client):
 
 def test_a_refresh_updates_refreshed_at_and_the_client_not_created_at(client):
     tokens = login(client, "first agent")
-    time.sleep(1.05)
+    next_second()
     refreshed = client.post(
         "/public/refresh",
         headers={**BEARER(tokens["refreshToken"]), "User-Agent": "second agent"},
@@ -220,11 +228,11 @@ def test_a_wrong_current_password_counts_as_a_failed_login(make_app):
 def test_logins_beyond_the_cap_end_the_least_recently_refreshed_session(make_app):
     client = make_app(MAX_SESSIONS_PER_USER="2").test_client()
     first = login(client)
-    time.sleep(1.05)
+    next_second()
     second = login(client)
-    time.sleep(1.05)
+    next_second()
     first = client.post("/public/refresh", headers=BEARER(first["refreshToken"])).get_json()
-    time.sleep(1.05)
+    next_second()
     third = login(client)
     assert works(client, second) == (False, False)
     sessions = list_sessions(client, third["accessToken"])
@@ -239,11 +247,13 @@ def test_reuse_within_the_grace_window_gets_a_pair_in_the_same_session(make_app)
     tokens = login(client)
     headers = BEARER(tokens["refreshToken"])
     first = client.post("/public/refresh", headers=headers)
+    spent_by = int(time.time())  # the refresh token was spent at this second or before
     again = client.post("/public/refresh", headers=headers)
     assert (first.status_code, again.status_code) == (200, 200)
     assert sid_of(again.get_json()["accessToken"]) == sid_of(tokens["accessToken"])
     assert len(list_sessions(client, again.get_json()["accessToken"])) == 1
-    time.sleep(2.1)
+    # Past the 1 s window (whole seconds since the spending, as the store counts them).
+    assert wait_until(lambda: int(time.time()) - spent_by > 1, timeout=3, interval=0.01)
     late = client.post("/public/refresh", headers=headers)
     assert late.status_code == 401
     assert works(client, again.get_json()) == (False, False)

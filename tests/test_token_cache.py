@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+import jwt
+
+from devtools.processes import wait_until
 from tests.conftest import AuthActions
 from utils.state import get_tokens
 from utils.tokens import VerifiedTokenCache
@@ -68,7 +71,8 @@ def test_a_cached_token_expires_on_time(make_app):
     client = make_app(ACCESS_TOKEN_TTL="2").test_client()
     token = AuthActions(client).login()["accessToken"]
     assert client.get("/user/welcome", headers=BEARER(token)).status_code == 200  # now cached
-    time.sleep(2.1)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert wait_until(lambda: time.time() >= expires, timeout=3, interval=0.01)
     response = client.get("/user/welcome", headers=BEARER(token))
     assert response.status_code == 401
     assert response.get_json()["message"] == "The token has expired."

@@ -52,8 +52,10 @@ class VerifiedTokenCache:
     """A bounded per-worker memo of access tokens whose signature and claims were verified.
 
     A token string is immutable, so its signature, algorithm, ``iss`` and ``aud`` need checking
-    once; only the clock-bound claims (``exp``, ``nbf``) are checked again on every use. The
-    allowlist is never cached: revocation stays a Redis question on every request.
+    once; only the clock-bound claims (``exp``, ``nbf``) are checked again on every use. Whether
+    the token is still allowed (not revoked) is not this memo's business: that is the allowlist
+    check, which asks Redis or, on a standalone Redis, :mod:`utils.allowlist_cache` while Redis
+    reports no change to the token's keys.
     """
 
     def __init__(self, max_entries: int = 4096) -> None:

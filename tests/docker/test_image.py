@@ -285,7 +285,8 @@ def test_run_sh_docker_deployment(built: Built, tmp_path: Path):
 
     thread = threading.Thread(target=stop)
     thread.start()
-    time.sleep(1.5)  # SIGTERM has reached gunicorn; the uploads are still in flight
+    # SIGTERM has reached gunicorn (its master says so) while the uploads are still in flight
+    assert wait_until(lambda: "Handling signal: term" in logs(engine, "flask-jwt-redis"), 30, 0.2)
     answers = [next(upload) for upload in uploads]
     thread.join(60)
     for answer in answers:
