@@ -79,7 +79,9 @@ class AllowlistCache:
         self._start()
         # Not a pid check per request (a system call): a forked child resets itself once and
         # connects on first use.
-        os.register_at_fork(after_in_child=functools.partial(_reset_in_child, weakref.ref(self)))
+        os.register_at_fork(
+            after_in_child=functools.partial(_call, weakref.WeakMethod(self._start))
+        )
         # Connecting takes a few round trips, each waiting for the GIL in a busy process: start
         # now, so the first requests find the cache ready.
         self._want()
@@ -170,7 +172,7 @@ class AllowlistCache:
             if self._thread is None:
                 thread = self._thread = threading.Thread(
                     target=_track,
-                    args=(weakref.ref(self), self._wake),
+                    args=(weakref.WeakMethod(self._turn), self._wake),
                     name="allowlist-cache",
                     daemon=True,
                 )
@@ -230,6 +232,20 @@ class AllowlistCache:
                             del self._sessions[entry[0]]
                 for token_key in self._sessions.pop(key, ()):
                     self._entries.pop(token_key, None)
+
+    def _turn(self) -> tuple[float | None, redis.Connection | None] | None:
+        """One turn of the thread: None when it is to end (closed, forked away, tracking
+        refused); else how long it waits (None: until woken) and the connection it holds."""
+        if self._thread is not threading.current_thread() or self._refused:
+            return None
+        try:
+            delay = self._step()
+        except Exception:  # a bug: say so, start over on a new connection a little later
+            logger.exception("allowlist cache: the tracking thread failed")
+            with self._io_lock:
+                self._drop()
+            delay = RETRY_LAST_SECONDS
+        return delay, self._connection
 
     def _step(self) -> float | None:
         """The thread's work: connect, read, PING; seconds until it is due again (None:
@@ -336,33 +352,29 @@ class AllowlistCache:
         self._generation += 1
 
 
-def _track(cache_ref: weakref.ref[AllowlistCache], wake: threading.Event) -> None:
-    """The tracking thread: steps until its cache is closed, collected or forked away. It
-    holds the cache only while it steps, so an app nobody uses can be collected."""
-    me = threading.current_thread()
-    held = None  # the connection, kept from the frame so that it is closed here, not collected
-    while True:
-        cache = cache_ref()
-        if cache is None or cache._thread is not me or cache._refused:
-            if cache is None and held is not None:
-                held.disconnect()
-            return
+def _track(
+    turn: weakref.WeakMethod[Callable[[], tuple[float | None, redis.Connection | None] | None]],
+    wake: threading.Event,
+) -> None:
+    """The tracking thread: takes turns until its cache is closed, collected or forked away.
+    It holds the cache only during a turn, so an app nobody uses can be collected, and the
+    connection in between, so that it is closed here rather than by the collector."""
+    held = None
+    while (take := turn()) is not None:
         wake.clear()
-        try:
-            delay = cache._step()
-        except Exception:  # a bug: say so, start over on a new connection a little later
-            logger.exception("allowlist cache: the tracking thread failed")
-            with cache._io_lock:
-                cache._drop()
-            delay = RETRY_LAST_SECONDS
-        held = cache._connection
-        del cache
+        taken = take()
+        del take
+        if taken is None:
+            return
+        delay, held = taken
         wake.wait(delay)
+    if held is not None:
+        held.disconnect()
 
 
-def _reset_in_child(cache_ref: weakref.ref[AllowlistCache]) -> None:
-    """After a fork, in the child: the parent's thread is gone and its connection is not
-    ours (dropping it closes only the child's copy: redis-py checks the pid)."""
-    cache = cache_ref()
-    if cache is not None:
-        cache._start()
+def _call(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    """Call ``method`` unless its object was collected (a fork handler must not keep the
+    cache alive)."""
+    alive = method()
+    if alive is not None:
+        alive()
