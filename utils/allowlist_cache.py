@@ -310,7 +310,8 @@ class AllowlistCache:
             connection.read_response()
         except redis.ResponseError:  # tracking refused (an old server, ACLs, a stand-in)
             self._refused = True
-            connection.disconnect()
+            if connection is not None:
+                connection.disconnect()
             return
         except Exception:
             self._failures += 1
@@ -327,7 +328,9 @@ class AllowlistCache:
                 self._forget_all()
             self._connection = connection
             self._failures = 0
-            self._prove(subscribed_at)  # every change made after SUBSCRIBE reaches it
+            # Alive when SUBSCRIBE was sent; answers are fetched after its reply, so every
+            # change they do not reflect reaches this connection.
+            self._prove(subscribed_at)
 
     def _prove(self, at: float) -> None:
         """Under the I/O lock: every change Redis made before ``at`` has been applied."""
