@@ -11,6 +11,7 @@ import hmac
 from typing import Any
 
 from utils import audit
+from utils.errors import AccountDisabled
 from utils.errors import TooManyAttempts
 from utils.errors import Unauthorized
 from utils.net import Caller
@@ -37,7 +38,8 @@ def log_in(username: str, password: str, caller: Caller) -> TokenPair:
 
 def check_password(username: str, password: str, caller: Caller) -> None:
     """A login's check: counted per username and address, 429 beyond LOGIN_MAX_FAILURES,
-    401 for a wrong password or an unknown user (the same answer, at the same cost)."""
+    401 for a wrong password or an unknown user (the same answer, at the same cost), 403 for
+    the right password of a disabled account (only then is the account's state told)."""
     state = get_state()
     settings = state.settings
     attempt = state.store.begin_login(username, caller.address, settings.login_lock_seconds)
@@ -47,6 +49,8 @@ def check_password(username: str, password: str, caller: Caller) -> None:
     if not verify_password(attempt.password_hash, password):
         audit.audit(audit.LOGIN_FAILED, username)
         raise Unauthorized("Please provide valid login details.")
+    if attempt.disabled:
+        raise AccountDisabled()
 
 
 def rotate(refresh_claims: dict[str, Any], caller: Caller) -> TokenPair:
@@ -115,10 +119,11 @@ def live_claims(token: str) -> dict[str, Any] | None:
     return claims if live else None
 
 
-def is_introspection_client(
+def is_configured_client(
     client_id: str | None, secret: str | None, clients: tuple[tuple[str, str], ...]
 ) -> bool:
-    """Whether HTTP Basic credentials name a configured client, compared in constant time.
+    """Whether HTTP Basic credentials name a configured client (INTROSPECTION_CLIENTS,
+    ADMIN_CLIENTS), compared in constant time.
 
     Every configured pair is compared, so the time taken says nothing about which part, or
     which client, nearly matched.

@@ -35,6 +35,24 @@ class Unauthorized(ApiError):
         super().__init__(message, {"WWW-Authenticate": challenge})
 
 
+class BasicAuthRequired(ApiError):
+    """HTTP Basic credentials of a configured client are missing or wrong (RFC 7617)."""
+
+    status = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, message: str, realm: str) -> None:
+        super().__init__(message, {"WWW-Authenticate": f'Basic realm="{realm}"'})
+
+
+class AccountDisabled(ApiError):
+    """A correct password for an account an operator disabled."""
+
+    status = HTTPStatus.FORBIDDEN
+
+    def __init__(self) -> None:
+        super().__init__("The account is disabled.")
+
+
 class CsrfFailed(ApiError):
     """A cookie-authenticated request lacks the matching ``X-CSRF-Token`` header."""
 

@@ -16,8 +16,9 @@ one user lives in one Redis Cluster slot and each multi-key change can be one at
   expires, client address, user agent), expiring with the session's last token;
 * ``P{u}:sessions`` -> sorted set of the user's session ids scored by their last ``exp``;
 * ``P{u}:login-failures:<address>`` -> attempt counter with the lock window as TTL;
-* ``P{u}:user`` -> hash with the Argon2id ``password`` hash and ``created`` time. Accounts
-  written by earlier versions under ``Puser:<u>`` are moved here the first time they are used.
+* ``P{u}:user`` -> hash with the Argon2id ``password`` hash, ``created`` time and, while an
+  operator has disabled the account, ``disabled``. Accounts written by earlier versions under
+  ``Puser:<u>`` are moved here the first time they are used.
 
 Every script gets all the keys it touches in KEYS and is safe to run twice: redis-py resends a
 command whose connection broke, and the script may have run before it broke.
@@ -28,9 +29,11 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from typing import NamedTuple
@@ -39,8 +42,10 @@ import redis
 from redis.cluster import RedisCluster
 
 from utils.allowlist_cache import AllowlistCache
+from utils.errors import ServiceUnavailable
 from utils.net import Caller
 from utils.tokens import TokenPair
+from utils.users import USERNAME_PATTERN
 
 Client = redis.Redis | RedisCluster
 NOEVICTION = "noeviction"
@@ -188,7 +193,7 @@ return live
 )
 
 # KEYS = failure counter, account; ARGV = lock seconds
-#   -> {attempts in this window, seconds left, stored password hash or false}
+#   -> {attempts in this window, seconds left, stored password hash or false, disabled or false}
 _BEGIN_LOGIN = Script.of(
     """
 local attempts = redis.call('INCR', KEYS[1])
@@ -197,7 +202,8 @@ if ttl < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   ttl = tonumber(ARGV[1])
 end
-return {attempts, ttl, redis.call('HGET', KEYS[2], 'password')}
+return {attempts, ttl, redis.call('HGET', KEYS[2], 'password'),
+        redis.call('HGET', KEYS[2], 'disabled')}
 """
 )
 
@@ -209,6 +215,42 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'password', ARGV[1], 'created', ARGV[2])
 end
 return redis.call('HGET', KEYS[1], 'password') == ARGV[1] and 1 or 0
+"""
+)
+
+# KEYS = account, the user's sessions, then each session's record and meta in ARGV[4..]'s sid
+# order; ARGV[1..3] = now, what else to do ('end', 'disable', 'password', 'delete'), the new
+# password hash ('' unless 'password') -> how many of the sessions were live (all end), -1 when
+# there is no account, -2 when the user has a session not in ARGV (a login came between the
+# read and this script: nothing was changed, read again).
+_END_EVERY_SESSION = Script.of(
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local given = {}
+for i = 4, #ARGV do given[ARGV[i]] = true end
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if not given[sid] then return -2 end
+end
+local live = 0
+for i = 4, #ARGV do
+  local last_exp = redis.call('ZSCORE', KEYS[2], ARGV[i])
+  if last_exp and tonumber(last_exp) > tonumber(ARGV[1]) then live = live + 1 end
+  redis.call('DEL', KEYS[2 * i - 5], KEYS[2 * i - 4])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
+if ARGV[2] == 'disable' then redis.call('HSET', KEYS[1], 'disabled', '1')
+elseif ARGV[2] == 'password' then redis.call('HSET', KEYS[1], 'password', ARGV[3])
+elseif ARGV[2] == 'delete' then redis.call('DEL', KEYS[1], KEYS[2]) end
+return live
+"""
+)
+
+# KEYS = account -> 1 when it exists (and is enabled now), 0 when there is no account.
+_ENABLE = Script.of(
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[1], 'disabled')
+return 1
 """
 )
 
@@ -224,6 +266,57 @@ class Rotation(enum.Enum):
 
 UNKNOWN_CALLER = Caller("", "")
 DEFAULT_MAX_SESSIONS = 100
+# Keys SCAN looks at per call: about a millisecond of Redis's time, so other clients wait little.
+SCAN_COUNT = 1000
+# SCAN calls one page of accounts may take (a page can come back short when most keys are not
+# accounts; ``next`` goes on from there).
+MAX_SCANS_PER_PAGE = 100
+# Rounds of "read the session ids, end them all" before giving up while logins keep coming.
+END_EVERY_SESSION_ROUNDS = 10
+CLUSTER_SLOTS = 16384
+
+
+class EveryChange(enum.Enum):
+    """What :meth:`RedisStore.end_every_session` does to the account besides ending sessions."""
+
+    NOTHING = "end"
+    DISABLE = "disable"
+    SET_PASSWORD = "password"  # noqa: S105 (an action's name)
+    DELETE = "delete"
+
+
+class AccountsCursor(NamedTuple):
+    """Where a listing of accounts goes on: the first slot of the Redis node being scanned (0
+    outside a cluster), its SCAN cursor, and the last name already listed from that cursor's
+    batch when a page ended inside it."""
+
+    node_slot: int
+    scan_cursor: int
+    after: str = ""
+
+    def encode(self) -> str:
+        """The opaque ``next`` string of ``GET /admin/users``."""
+        text = f"{self.node_slot}-{self.scan_cursor}"
+        return f"{text}-{self.after}" if self.after else text
+
+    @classmethod
+    def decode(cls, text: str) -> AccountsCursor | None:
+        """The cursor :meth:`encode` made, or None for anything else."""
+        match = _CURSOR_PATTERN.fullmatch(text)
+        if match is None or int(match[1]) >= CLUSTER_SLOTS or int(match[2]) >= 2**64:
+            return None
+        return cls(int(match[1]), int(match[2]), match[3] or "")
+
+
+_CURSOR_PATTERN = re.compile(r"(\d{1,5})-(\d{1,20})(?:-([A-Za-z0-9_.-]{3,32}))?")
+
+
+@dataclass(frozen=True)
+class Account:
+    """What the account record says (sessions are read separately)."""
+
+    created_at: int
+    disabled: bool
 
 
 @dataclass(frozen=True)
@@ -240,11 +333,13 @@ class Session:
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """The attempt's number in the current window, its seconds left, and the stored hash."""
+    """The attempt's number in the current window, its seconds left, the stored hash, and
+    whether an operator disabled the account."""
 
     attempts: int
     retry_after: int
     password_hash: str | None
+    disabled: bool = False
 
 
 class RedisStore:
@@ -449,10 +544,12 @@ class RedisStore:
         (A resend after a broken connection may count one attempt twice: the safe side.)
         """
         keys = [self.key(username, "login-failures", address), self.key(username, "user")]
-        attempts, retry_after, password_hash = self._run(_BEGIN_LOGIN, keys, [lock_seconds])
+        attempts, retry_after, password_hash, disabled = self._run(
+            _BEGIN_LOGIN, keys, [lock_seconds]
+        )
         if not password_hash:
             password_hash = self._adopt_legacy_account(username)
-        return LoginAttempt(int(attempts), int(retry_after), password_hash or None)
+        return LoginAttempt(int(attempts), int(retry_after), password_hash or None, bool(disabled))
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account; False if the username is taken."""
@@ -480,6 +577,157 @@ class RedisStore:
         self._create_user(username, password_hash, created or int(time.time()))
         self._command("DEL", legacy_key)
         return self._command("HGET", self.key(username, "user"), "password")
+
+    def account(self, username: str) -> Account | None:
+        """The account's record, or None when there is none."""
+        if not self.user_exists(username):
+            return None
+        account_key = self.key(username, "user")
+        created, disabled = self._command("HMGET", account_key, "created", "disabled")
+        return Account(int(created or 0), bool(disabled))
+
+    def end_every_session(
+        self, username: str, change: EveryChange = EveryChange.NOTHING, password_hash: str = ""
+    ) -> int:
+        """End every session of ``username`` at once, and make ``change`` to the account in the
+        same script; returns how many live sessions ended, -1 when there is no account.
+
+        The script refuses (and changes nothing) when the user has a session it was not given,
+        so the ids are read again: after it, no session of the user that started before it
+        lives. Raises ServiceUnavailable if logins keep winning that race.
+        """
+        if change is not EveryChange.DELETE:
+            self.user_exists(username)  # moves an account of an earlier version first
+        for _ in range(END_EVERY_SESSION_ROUNDS):
+            session_ids = self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
+            keys = [self.key(username, "user"), *self._session_keys(username, session_ids)]
+            args = [int(time.time()), change.value, password_hash, *session_ids]
+            ended = int(self._run(_END_EVERY_SESSION, keys, args))
+            if ended != -2:
+                return ended
+        raise ServiceUnavailable("New sessions kept starting while all were being ended.")
+
+    def enable_account(self, username: str) -> bool:
+        """Lift ``disabled``; False when there is no account."""
+        self.user_exists(username)
+        return bool(self._run(_ENABLE, [self.key(username, "user")], []))
+
+    def delete_account(self, username: str) -> bool:
+        """Remove the account and every key of the user; False when there was no account.
+
+        One script ends every session and removes the account (from then on no token of the
+        user works and no login can record a session); then whatever else the user left (token
+        records, spent markers, failure counters) is found and removed.
+        """
+        if not self.user_exists(username):
+            return False
+        if self.end_every_session(username, EveryChange.DELETE) < 0:
+            return False
+        self._command("DEL", f"{self.prefix}user:{username}")  # an earlier version's key
+        for keys in self.user_keys(username):
+            self._command("DEL", *keys)
+        return True
+
+    def clear_login_failures(self, username: str) -> int:
+        """Remove the user's failed-login counters (every address); returns how many."""
+        cleared = 0
+        for keys in self.user_keys(username, "login-failures:"):
+            cleared += int(self._command("DEL", *keys))
+        return cleared
+
+    def user_keys(self, username: str, kind: str = "") -> Iterator[list[str]]:
+        """Batches of the user's keys that start with ``P{username}:kind``: in a cluster, read
+        from the keys of the user's one slot; else a SCAN of the whole keyspace (an operator's
+        rare action; SCAN_COUNT keys a call)."""
+        start = self.key(username, "") + kind
+        client = self.client
+        if isinstance(client, RedisCluster):
+            node = client.get_redis_connection(client.get_node_from_key(start))
+            slot = client.keyslot(start)
+            keys = node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 2**31 - 1)
+            selected = [key for key in keys if key.startswith(start)]
+            if selected:
+                yield selected
+            return
+        cursor = 0
+        while True:
+            cursor, keys = self._command(
+                "SCAN", cursor, "MATCH", _glob_escape(start) + "*", "COUNT", SCAN_COUNT
+            )
+            if keys:
+                yield keys
+            if int(cursor) == 0:
+                return
+
+    def list_accounts(
+        self, cursor: AccountsCursor | None, limit: int
+    ) -> tuple[list[str], AccountsCursor | None]:
+        """A page of at most ``limit`` account names and where the next page starts (None at
+        the end): SCAN of every node that holds keys (each primary of a cluster, in slot
+        order), so no more than a page and one SCAN batch are ever in memory.
+
+        An account that exists for the whole listing is listed (SCAN's guarantee); one created
+        or deleted meanwhile may or may not be, and one may be listed twice.
+        """
+        nodes = self._scan_nodes()
+        if cursor is None:
+            cursor = AccountsCursor(nodes[0][0], 0)
+        index = next((i for i, (slot, _) in enumerate(nodes) if slot >= cursor.node_slot), None)
+        if index is None:
+            return [], None
+        node_slot, scan = nodes[index]
+        position, after = cursor.scan_cursor, cursor.after
+        if node_slot != cursor.node_slot:  # the node layout changed: start that node over
+            position, after = 0, ""
+        match = _glob_escape(self.prefix) + "*user*"
+        names: list[str] = []
+        for _ in range(MAX_SCANS_PER_PAGE):
+            following, keys = scan("SCAN", position, "MATCH", match, "COUNT", SCAN_COUNT)
+            batch = sorted({name for key in keys if (name := self._account_name(key))})
+            if after:
+                batch, after = [name for name in batch if name > after], ""
+            room = limit - len(names)
+            if len(batch) > room:
+                names += batch[:room]
+                return names, AccountsCursor(node_slot, position, names[-1])
+            names += batch
+            position = int(following)
+            if position == 0:
+                index += 1
+                if index == len(nodes):
+                    return names, None
+                node_slot, scan = nodes[index]
+            if len(names) == limit:
+                break
+        return names, AccountsCursor(node_slot, position)
+
+    def _scan_nodes(self) -> list[tuple[int, Callable[..., Any]]]:
+        """Each node to SCAN, as (its first slot, a way to send it a command), in slot order:
+        the one Redis outside a cluster, every primary of one."""
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return [(0, self._command)]
+        first_slots: dict[str, tuple[int, Any]] = {}
+        for slot, nodes in client.nodes_manager.slots_cache.items():
+            primary = nodes[0]
+            if slot < first_slots.get(primary.name, (CLUSTER_SLOTS, None))[0]:
+                first_slots[primary.name] = (slot, primary)
+        return sorted(
+            (slot, client.get_redis_connection(node).execute_command)
+            for slot, node in first_slots.values()
+        )
+
+    def _account_name(self, key: str) -> str | None:
+        """The username an account key (``P{name}:user``, or an earlier version's
+        ``Puser:name``) belongs to; None for any other key."""
+        rest = key[len(self.prefix) :]
+        if rest.startswith("{") and rest.endswith("}:user"):
+            name = rest[1 : -len("}:user")]
+        elif rest.startswith("user:"):
+            name = rest[len("user:") :]
+        else:
+            return None
+        return name if USERNAME_PATTERN.fullmatch(name) else None
 
     def ping(self) -> bool:
         """True when Redis answers; raises redis.RedisError when it does not."""
@@ -557,6 +805,11 @@ class RedisStore:
             connection.disconnect()
             single.close()
             raise
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob (MATCH)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

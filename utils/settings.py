@@ -50,6 +50,8 @@ class Settings:
     trusted_proxies: frozenset[str]
     max_content_length: int
     introspection_clients: tuple[tuple[str, str], ...]
+    admin_clients: tuple[tuple[str, str], ...]
+    admin_allow_ips: tuple[AddressNetwork, ...]
     max_sessions_per_user: int
     refresh_reuse_grace_seconds: int
     log_format: str
