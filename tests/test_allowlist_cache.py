@@ -16,6 +16,7 @@ from initialize.redis import build_allowlist_cache
 from tests.conftest import DEV_ENV
 from tests.test_redis_store import active
 from tests.test_redis_store import make_pair
+from tests.test_redis_store import record
 from utils import allowlist_cache
 from utils.redis import RedisStore
 
@@ -64,7 +65,7 @@ def _answered_alone(store: RedisStore, pair, client: redis.Redis) -> bool:
 
 def test_a_known_active_token_is_checked_without_a_round_trip(worker, real_redis):
     pair = make_pair()
-    worker.record_tokens(pair)
+    record(worker, pair)
     before = exists_calls(real_redis)
     assert all(active(worker, pair, pair.access_jti) for _ in range(20))
     assert exists_calls(real_redis) - before <= 2  # the first answer may predate a report
@@ -74,7 +75,7 @@ def test_a_revocation_elsewhere_is_seen_on_the_next_check(worker, other_worker, 
     """No sleep: Redis has sent the change before it answered the revoking command."""
     for _ in range(30):
         pair = make_pair()
-        worker.record_tokens(pair)
+        record(worker, pair)
         remember(worker, pair, real_redis)
         other_worker.end_session(pair.username, pair.session_id)
         assert not active(worker, pair, pair.access_jti)
@@ -90,7 +91,7 @@ def test_an_unknown_or_revoked_token_is_never_remembered(worker, real_redis):
 
 def test_a_flush_forgets_every_answer(worker, real_redis):
     pair = make_pair()
-    worker.record_tokens(pair)
+    record(worker, pair)
     remember(worker, pair, real_redis)
     real_redis.flushdb()
     assert not active(worker, pair, pair.access_jti)
@@ -102,7 +103,7 @@ def test_an_expired_record_is_forgotten(real_redis):
     store = cached_store(real_redis, ALLOWLIST_CACHE_SECONDS="60")
     try:
         pair = make_pair()
-        store.record_tokens(pair)
+        record(store, pair)
         remember(store, pair, real_redis)
         real_redis.pexpire(store.key(pair.username, "token", pair.access_jti), 20)
         assert wait_until(
@@ -116,7 +117,7 @@ def test_answers_are_reused_for_max_age_at_most(real_redis):
     store = cached_store(real_redis, ALLOWLIST_CACHE_SECONDS="0.2")
     try:
         pair = make_pair()
-        store.record_tokens(pair)
+        record(store, pair)
         remember(store, pair, real_redis)
         time.sleep(0.3)
         before = exists_calls(real_redis)
@@ -147,14 +148,14 @@ def test_a_lost_tracking_connection_sends_every_check_to_redis(
 ):
     monkeypatch.setattr(allowlist_cache, "RETRY_SECONDS", 0.3)
     pair = make_pair()
-    worker.record_tokens(pair)
+    record(worker, pair)
     remember(worker, pair, real_redis)
     real_redis.client_kill_filter(_type="pubsub")  # the tracking connection
     other_worker.end_session(pair.username, pair.session_id)  # a change it will never carry
     assert not active(worker, pair, pair.access_jti)
 
     fresh = make_pair()
-    worker.record_tokens(fresh)
+    record(worker, fresh)
     before = exists_calls(real_redis)
     assert active(worker, fresh, fresh.access_jti) and active(worker, fresh, fresh.access_jti)
     assert exists_calls(real_redis) - before == 2  # no cache until the retry
@@ -179,7 +180,7 @@ def test_a_server_refusing_tracking_is_asked_every_time():
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     store = cached_store(client)
     pair = make_pair()
-    store.record_tokens(pair)
+    record(store, pair)
     assert active(store, pair, pair.access_jti) and active(store, pair, pair.access_jti)
     store.end_session(pair.username, pair.session_id)
     assert not active(store, pair, pair.access_jti)

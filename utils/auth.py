@@ -22,24 +22,32 @@ from utils.state import get_state
 from utils.token_lookup import MAX_TOKEN_LENGTH
 from utils.tokens import TokenPair
 
+BAD_CREDENTIALS = "Please provide valid login details."
+
 
 def log_in(username: str, password: str, caller: Caller) -> TokenPair:
     """Check the password (throttled per username and address) and start a session."""
     state = get_state()
     settings, store = state.settings, state.store
-    check_password(username, password, caller)
+    account_version = check_password(username, password, caller)
     pair = state.tokens.issue_pair(username)
-    store.record_tokens(
-        pair, caller, max_sessions=settings.max_sessions_per_user, reset_failures=True
-    )
+    if not store.record_tokens(
+        pair,
+        caller,
+        account_version=account_version,
+        max_sessions=settings.max_sessions_per_user,
+        reset_failures=True,
+    ):  # the password changed (or the account went) while it was being checked
+        raise Unauthorized(BAD_CREDENTIALS)
     audit.audit(audit.LOGIN_SUCCEEDED, username, pair.session_id)
     return pair
 
 
-def check_password(username: str, password: str, caller: Caller) -> None:
+def check_password(username: str, password: str, caller: Caller) -> int:
     """A login's check: counted per username and address, 429 beyond LOGIN_MAX_FAILURES,
     401 for a wrong password or an unknown user (the same answer, at the same cost), 403 for
-    the right password of a disabled account (only then is the account's state told)."""
+    the right password of a disabled account (only then is the account's state told).
+    Returns the account version read with the hash, for the change the check allows."""
     state = get_state()
     settings = state.settings
     attempt = state.store.begin_login(username, caller.address, settings.login_lock_seconds)
@@ -48,9 +56,10 @@ def check_password(username: str, password: str, caller: Caller) -> None:
         raise TooManyAttempts(attempt.retry_after)
     if not verify_password(attempt.password_hash, password):
         audit.audit(audit.LOGIN_FAILED, username)
-        raise Unauthorized("Please provide valid login details.")
+        raise Unauthorized(BAD_CREDENTIALS)
     if attempt.disabled:
         raise AccountDisabled()
+    return attempt.account_version
 
 
 def rotate(refresh_claims: dict[str, Any], caller: Caller) -> TokenPair:
@@ -84,12 +93,16 @@ def change_password(
     """Check the current password like a login, store the new one and end every other
     session of the user (RFC 9700 §4.14.2); returns how many sessions ended."""
     username = claims["username"]
-    check_password(username, password, caller)
+    account_version = check_password(username, password, caller)
     ended = get_state().store.change_password(
-        username, hash_password(new_password), claims["sid"], caller
+        username,
+        hash_password(new_password),
+        claims["sid"],
+        caller,
+        account_version=account_version,
     )
-    if ended < 0:  # the account was removed while the token lived
-        raise Unauthorized("Please provide valid login details.")
+    if ended < 0:  # the account went, or changed (another password change) since the check
+        raise Unauthorized(BAD_CREDENTIALS)
     audit.audit(audit.PASSWORD_CHANGED, username, claims["sid"])
     return ended
 

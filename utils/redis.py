@@ -15,10 +15,20 @@ one user lives in one Redis Cluster slot and each multi-key change can be one at
 * ``P{u}:session-meta:<sid>`` -> hash of what ``GET /user/sessions`` shows (created, refreshed,
   expires, client address, user agent), expiring with the session's last token;
 * ``P{u}:sessions`` -> sorted set of the user's session ids scored by their last ``exp``;
+* ``P{u}:session-order`` -> sorted set of the same ids scored by when each was last issued
+  tokens, a per-user count that only grows (the session limit ends the lowest: exact, where
+  seconds would tie), expiring with the user's last session;
 * ``P{u}:login-failures:<address>`` -> attempt counter with the lock window as TTL;
-* ``P{u}:user`` -> hash with the Argon2id ``password`` hash, ``created`` time and, while an
-  operator has disabled the account, ``disabled``. Accounts written by earlier versions under
-  ``Puser:<u>`` are moved here the first time they are used.
+* ``P{u}:user`` -> hash with the Argon2id ``password`` hash, ``created`` time, the account
+  ``version`` (absent = 0; see :meth:`RedisStore.change_account`) and, while an operator has
+  disabled the account, ``disabled``. Accounts written by earlier versions under ``Puser:<u>``
+  are moved here the first time they are used.
+
+The account version is how a change to an account ends every session issued before it, with no
+gap for a login in flight: a login reads the version with the password hash, and the script
+that records its session refuses when the version has moved since; each session remembers the
+version it was issued under (``session-meta``'s ``version``) and a refresh refuses, ending the
+session, when the account's has moved on.
 
 Every script gets all the keys it touches in KEYS and is safe to run twice: redis-py resends a
 command whose connection broke, and the script may have run before it broke.
@@ -34,6 +44,8 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from typing import NamedTuple
@@ -42,7 +54,6 @@ import redis
 from redis.cluster import RedisCluster
 
 from utils.allowlist_cache import AllowlistCache
-from utils.errors import ServiceUnavailable
 from utils.net import Caller
 from utils.tokens import TokenPair
 from utils.users import USERNAME_PATTERN
@@ -63,12 +74,16 @@ class Script(NamedTuple):
         return cls(source, digest.hexdigest())
 
 
-# KEYS[1..5] = access token, refresh token, session, user's sessions, session meta;
-# ARGV[1..9] = username, sid, now, access jti, access exp, refresh jti, refresh exp, client
-# address, user agent.
+# KEYS[1..7] = access token, refresh token, session, user's sessions, session meta, account,
+# session order; ARGV[1..9] = username, sid, now, access jti, access exp, refresh jti, refresh
+# exp, client address, user agent.
 _RECORD_PAIR = """
 local function expire_no_earlier_than(key, at)
   if redis.call('EXPIRETIME', key) < at then redis.call('EXPIREAT', key, at) end
+end
+local function account_version()
+  if redis.call('EXISTS', KEYS[6]) == 0 then return false end
+  return redis.call('HGET', KEYS[6], 'version') or '0'
 end
 local function record_pair()
   redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[5])
@@ -84,41 +99,69 @@ local function record_pair()
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[3])
   redis.call('ZADD', KEYS[4], latest, ARGV[2])
   expire_no_earlier_than(KEYS[4], latest)
+  local last = redis.call('ZRANGE', KEYS[7], -1, -1, 'WITHSCORES')
+  redis.call('ZADD', KEYS[7], (tonumber(last[2]) or 0) + 1, ARGV[2])
+  expire_no_earlier_than(KEYS[7], latest)
 end
 """
 
-# As _RECORD_PAIR, KEYS[6] = a login's failure counter to clear (optional), ARGV[10] = the most
-# sessions a user may have -> the ids of the least recently refreshed sessions beyond it (their
-# keys are not known here, so the caller ends them).
+# As _RECORD_PAIR, ARGV[10] = the account version read with the password hash, ARGV[11] = the
+# most sessions a user may have, KEYS[8..] = failure counters a success clears
+#   -> {0} when the account changed (or went) since its password was checked: nothing recorded;
+#      else {1, the ids of the least recently issued sessions beyond the limit...} (their keys
+#      are not known here, so the caller ends them). Ids in the order set whose session has
+#      gone are dropped from it on the way.
 _ISSUE = Script.of(
     _RECORD_PAIR
     + """
+if account_version() ~= ARGV[10] then return {0} end
 record_pair()
-if KEYS[6] then redis.call('DEL', KEYS[6]) end
-local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[10])
-local beyond = {}
-if excess > 0 then
-  for _, sid in ipairs(redis.call('ZRANGE', KEYS[4], 0, excess)) do
-    if #beyond < excess and sid ~= ARGV[2] then beyond[#beyond + 1] = sid end
+redis.call('HSET', KEYS[5], 'version', ARGV[10])
+for i = 8, #KEYS do redis.call('DEL', KEYS[i]) end
+local live = redis.call('ZCARD', KEYS[4])
+local excess = live - tonumber(ARGV[11])
+local beyond = {1}
+if excess > 0 then  -- sessions recorded before the order set existed are the oldest
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+    if #beyond <= excess and not redis.call('ZSCORE', KEYS[7], sid) then
+      beyond[#beyond + 1] = sid
+    end
+  end
+end
+if excess > 0 or redis.call('ZCARD', KEYS[7]) > live then
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+    if not redis.call('ZSCORE', KEYS[4], sid) then
+      redis.call('ZREM', KEYS[7], sid)
+    elseif #beyond <= excess and sid ~= ARGV[2] then
+      beyond[#beyond + 1] = sid
+    end
   end
 end
 return beyond
 """
 )
 
-# As _RECORD_PAIR, and KEYS[6..7] = the presented refresh token's record and spent marker,
-# ARGV[10..12] = its jti and exp, and the reuse grace window in seconds (0: none). A second run
-# of the same rotation finds its own marker; a reuse within the window records the new pair in
-# the still-live session (a resend of that records the same jtis again).
+# As _RECORD_PAIR, and KEYS[8..9] = the presented refresh token's record and spent marker,
+# ARGV[10..12] = its jti and exp, and the reuse grace window in seconds (0: none). A session
+# issued under another account version than the account's (a change ended it, or should have)
+# ends here and the token counts as revoked. A second run of the same rotation finds its own
+# marker; a reuse within the window records the new pair in the still-live session (a resend
+# of that records the same jtis again).
 _ROTATE = Script.of(
     _RECORD_PAIR
     + """
-local spent = redis.call('GET', KEYS[7])
+if redis.call('EXISTS', KEYS[3]) == 1
+    and (redis.call('HGET', KEYS[5], 'version') or '0') ~= account_version() then
+  redis.call('DEL', KEYS[3], KEYS[5])
+  redis.call('ZREM', KEYS[4], ARGV[2])
+  return 0
+end
+local spent = redis.call('GET', KEYS[9])
 local spent_by, spent_at
 if spent then spent_by, spent_at = string.match(spent, '^(%S+) (%d+)$') end
 if spent_by == ARGV[6] then return redis.call('EXISTS', KEYS[3]) end
-if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('DEL', KEYS[6]) == 1 then
-  redis.call('SET', KEYS[7], ARGV[6] .. ' ' .. ARGV[3], 'EXAT', ARGV[11])
+if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('DEL', KEYS[8]) == 1 then
+  redis.call('SET', KEYS[9], ARGV[6] .. ' ' .. ARGV[3], 'EXAT', ARGV[11])
   redis.call('ZREM', KEYS[3], ARGV[10])
   record_pair()
   return 1
@@ -173,27 +216,47 @@ return listed
 """
 )
 
-# KEYS = account, failure counter, user's sessions, then each session's record and meta in
-# ARGV[3..]'s sid order; ARGV[1..2] = new password hash, now
-#   -> how many of those sessions were live (all end), or -1 when the account is gone.
-_CHANGE_PASSWORD = Script.of(
+# KEYS[1..3] = account, user's sessions, the kept session's meta; then each ended session's
+# record and meta in the sid order below; then keys to delete (counters).
+# ARGV[1..5] = now, kept sid ('' for none), expected version ('' for any), F = how many field
+# pairs, S = how many sids; then F field/value pairs to set; then S sids (every session of the
+# user but the kept one, as read just before)
+#   -> how many of those sessions were live (all end); -1 when the account is gone; -2 when
+#      its version is not the expected one; -3 when the user has a session not in the list
+#      (a login recorded since it was read: nothing changed, read again).
+_CHANGE_ACCOUNT = Script.of(
     """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('HSET', KEYS[1], 'password', ARGV[1])
-redis.call('DEL', KEYS[2])
-local live = 0
-for i = 3, #ARGV do
-  local last_exp = redis.call('ZSCORE', KEYS[3], ARGV[i])
-  if last_exp and tonumber(last_exp) > tonumber(ARGV[2]) then live = live + 1 end
-  redis.call('DEL', KEYS[2 * i - 2], KEYS[2 * i - 1])
-  redis.call('ZREM', KEYS[3], ARGV[i])
+local now, keep = tonumber(ARGV[1]), ARGV[2]
+local fields, count = tonumber(ARGV[4]), tonumber(ARGV[5])
+local first_sid = 5 + 2 * fields
+if ARGV[3] ~= '' and (redis.call('HGET', KEYS[1], 'version') or '0') ~= ARGV[3] then
+  return -2
 end
+local listed = {}
+for i = 1, count do listed[ARGV[first_sid + i]] = true end
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if sid ~= keep and not listed[sid] then return -3 end
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+for i = 1, fields do redis.call('HSET', KEYS[1], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'version', version) end
+local live = 0
+for i = 1, count do
+  local sid = ARGV[first_sid + i]
+  local last_exp = redis.call('ZSCORE', KEYS[2], sid)
+  if last_exp and tonumber(last_exp) > now then live = live + 1 end
+  redis.call('DEL', KEYS[2 + 2 * i], KEYS[3 + 2 * i])
+  redis.call('ZREM', KEYS[2], sid)
+end
+for i = 4 + 2 * count, #KEYS do redis.call('DEL', KEYS[i]) end
 return live
 """
 )
 
 # KEYS = failure counter, account; ARGV = lock seconds
-#   -> {attempts in this window, seconds left, stored password hash or false, disabled or false}
+#   -> {attempts in this window, seconds left, stored password hash or false, account version,
+#       disabled or false}
 _BEGIN_LOGIN = Script.of(
     """
 local attempts = redis.call('INCR', KEYS[1])
@@ -202,8 +265,8 @@ if ttl < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   ttl = tonumber(ARGV[1])
 end
-return {attempts, ttl, redis.call('HGET', KEYS[2], 'password'),
-        redis.call('HGET', KEYS[2], 'disabled')}
+local account = redis.call('HMGET', KEYS[2], 'password', 'version', 'disabled')
+return {attempts, ttl, account[1], account[2] or '0', account[3]}
 """
 )
 
@@ -215,33 +278,6 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'password', ARGV[1], 'created', ARGV[2])
 end
 return redis.call('HGET', KEYS[1], 'password') == ARGV[1] and 1 or 0
-"""
-)
-
-# KEYS = account, the user's sessions, then each session's record and meta in ARGV[4..]'s sid
-# order; ARGV[1..3] = now, what else to do ('end', 'disable', 'password', 'delete'), the new
-# password hash ('' unless 'password') -> how many of the sessions were live (all end), -1 when
-# there is no account, -2 when the user has a session not in ARGV (a login came between the
-# read and this script: nothing was changed, read again).
-_END_EVERY_SESSION = Script.of(
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local given = {}
-for i = 4, #ARGV do given[ARGV[i]] = true end
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if not given[sid] then return -2 end
-end
-local live = 0
-for i = 4, #ARGV do
-  local last_exp = redis.call('ZSCORE', KEYS[2], ARGV[i])
-  if last_exp and tonumber(last_exp) > tonumber(ARGV[1]) then live = live + 1 end
-  redis.call('DEL', KEYS[2 * i - 5], KEYS[2 * i - 4])
-  redis.call('ZREM', KEYS[2], ARGV[i])
-end
-if ARGV[2] == 'disable' then redis.call('HSET', KEYS[1], 'disabled', '1')
-elseif ARGV[2] == 'password' then redis.call('HSET', KEYS[1], 'password', ARGV[3])
-elseif ARGV[2] == 'delete' then redis.call('DEL', KEYS[1], KEYS[2]) end
-return live
 """
 )
 
@@ -271,18 +307,16 @@ SCAN_COUNT = 1000
 # SCAN calls one page of accounts may take (a page can come back short when most keys are not
 # accounts; ``next`` goes on from there).
 MAX_SCANS_PER_PAGE = 100
-# Rounds of "read the session ids, end them all" before giving up while logins keep coming.
-END_EVERY_SESSION_ROUNDS = 10
 CLUSTER_SLOTS = 16384
 
 
 class EveryChange(enum.Enum):
     """What :meth:`RedisStore.end_every_session` does to the account besides ending sessions."""
 
-    NOTHING = "end"
-    DISABLE = "disable"
-    SET_PASSWORD = "password"  # noqa: S105 (an action's name)
-    DELETE = "delete"
+    NOTHING = enum.auto()
+    DISABLE = enum.auto()
+    SET_PASSWORD = enum.auto()
+    DELETE = enum.auto()
 
 
 class AccountsCursor(NamedTuple):
@@ -333,13 +367,26 @@ class Session:
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """The attempt's number in the current window, its seconds left, the stored hash, and
-    whether an operator disabled the account."""
+    """The attempt's number in the current window, its seconds left, the stored hash, the
+    account version read with it (pass it to :meth:`RedisStore.record_tokens`), and whether an
+    operator disabled the account."""
 
     attempts: int
     retry_after: int
     password_hash: str | None
+    account_version: int
     disabled: bool = False
+
+
+class AccountBusy(redis.RedisError):
+    """Logins kept recording sessions while an account change read them: nothing changed, and
+    repeating the change is safe (a RedisError, so the answer is a 503 with Retry-After)."""
+
+
+ACCOUNT_GONE = -1
+VERSION_MOVED = -2
+_SESSIONS_MOVED = -3
+_CHANGE_ACCOUNT_TRIES = 5
 
 
 class RedisStore:
@@ -357,6 +404,8 @@ class RedisStore:
         client: Client | Callable[[], Client],
         prefix: str,
         allowlist_cache: AllowlistCache | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client if isinstance(client, redis.Redis | RedisCluster) else None
         self._connect = client if self._client is None else None
@@ -367,6 +416,7 @@ class RedisStore:
         self._threads = threading.local()
         self._pid = os.getpid()
         self._allowlist_cache = allowlist_cache
+        self._clock = clock  # tests pass a fixed one (many logins inside one second)
 
     @property
     def client(self) -> Client:
@@ -405,14 +455,18 @@ class RedisStore:
             self.key(user, "session", pair.session_id),
             self.key(user, "sessions"),
             self.key(user, "session-meta", pair.session_id),
+            self.key(user, "user"),
+            self.key(user, "session-order"),
         ]
 
-    @staticmethod
-    def _pair_args(pair: TokenPair, caller: Caller) -> list[str | int]:
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def _pair_args(self, pair: TokenPair, caller: Caller) -> list[str | int]:
         return [
             pair.username,
             pair.session_id,
-            int(time.time()),
+            self._now(),
             pair.access_jti,
             pair.access_exp,
             pair.refresh_jti,
@@ -426,20 +480,24 @@ class RedisStore:
         pair: TokenPair,
         caller: Caller = UNKNOWN_CALLER,
         *,
+        account_version: int,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         reset_failures: bool = False,
-    ) -> None:
-        """Allowlist a login's pair in a new session; with ``reset_failures``, also clear the
-        user's failure counter for the caller's address (a success resets it). Beyond
-        ``max_sessions``, the user's least recently refreshed sessions end (one more round
-        trip, only then)."""
+    ) -> bool:
+        """Allowlist a login's pair in a new session, unless the account changed (or went)
+        since ``account_version`` was read with the password hash: then False, nothing is
+        recorded, and no session issued against a replaced password or a disabled account
+        can survive the change. With ``reset_failures``, also clear the user's failure counter
+        for the caller's address (a success resets it). Beyond ``max_sessions``, the user's
+        least recently issued sessions end (one more round trip, only then)."""
         keys = self._pair_keys(pair)
         if reset_failures:
             keys.append(self.key(pair.username, "login-failures", caller.address))
-        args = [*self._pair_args(pair, caller), max_sessions]
-        beyond = self._run(_ISSUE, keys, args)
+        args = [*self._pair_args(pair, caller), account_version, max_sessions]
+        recorded, *beyond = self._run(_ISSUE, keys, args)
         if beyond:
             self._end_sessions(pair.username, beyond)
+        return bool(recorded)
 
     def is_token_active(self, username: str, session_id: str, jti: str) -> bool:
         """The allowlist check, paid on every authenticated request: one EXISTS of the token's
@@ -466,7 +524,8 @@ class RedisStore:
         reuse_grace_seconds: int = 0,
     ) -> Rotation:
         """Spend ``old_jti`` and record ``new_pair``; on reuse, end the whole session instead
-        (unless the reuse comes within ``reuse_grace_seconds`` of the spending)."""
+        (unless the reuse comes within ``reuse_grace_seconds`` of the spending). A session
+        issued under an older account version ends: REVOKED."""
         user = new_pair.username
         keys = self._pair_keys(new_pair)
         keys += [self.key(user, "token", old_jti), self.key(user, "spent", old_jti)]
@@ -480,7 +539,7 @@ class RedisStore:
     def end_own_session(self, username: str, session_id: str) -> bool:
         """As :meth:`end_session`, only if ``session_id`` is a live session of ``username``."""
         keys = self._session_keys(username, [session_id])
-        return bool(self._run(_END_OWN_SESSION, keys, [session_id, int(time.time())]))
+        return bool(self._run(_END_OWN_SESSION, keys, [session_id, self._now()]))
 
     def end_all_sessions(self, username: str) -> int:
         """Revoke every token of every session of ``username``; returns the session count.
@@ -498,7 +557,7 @@ class RedisStore:
         """The user's live sessions, newest first: their ids, then their records (two round
         trips, read only)."""
         live = self._command(
-            "ZRANGE", self.key(username, "sessions"), f"({int(time.time())}", "+inf", "BYSCORE"
+            "ZRANGE", self.key(username, "sessions"), f"({self._now()}", "+inf", "BYSCORE"
         )
         if not live:
             return []
@@ -510,22 +569,62 @@ class RedisStore:
         return sorted(sessions, key=lambda session: session.created_at, reverse=True)
 
     def change_password(
-        self, username: str, password_hash: str, keep_session: str, caller: Caller
+        self,
+        username: str,
+        password_hash: str,
+        keep_session: str,
+        caller: Caller,
+        *,
+        account_version: int,
     ) -> int:
         """Store a new hash, clear the caller's failure counter and end every other session of
-        the user in one script; returns how many live sessions ended (-1 if the account is
-        gone). A session a concurrent login starts after the ids are read lives on."""
-        others = [
-            sid
-            for sid in self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
-            if sid != keep_session
-        ]
-        keys = [
-            self.key(username, "user"),
-            self.key(username, "login-failures", caller.address),
-            *self._session_keys(username, others),
-        ]
-        return int(self._run(_CHANGE_PASSWORD, keys, [password_hash, int(time.time()), *others]))
+        the user, if the account is still at ``account_version`` (read when the current
+        password was checked); see :meth:`change_account`."""
+        return self.change_account(
+            username,
+            {"password": password_hash},
+            keep_session=keep_session,
+            if_version=account_version,
+            clear=[self.key(username, "login-failures", caller.address)],
+        )
+
+    def change_account(
+        self,
+        username: str,
+        fields: Mapping[str, str],
+        *,
+        keep_session: str | None = None,
+        if_version: int | None = None,
+        clear: Sequence[str] = (),
+    ) -> int:
+        """Set ``fields`` on the account, move its version on and end every session but
+        ``keep_session``, in one script; delete the ``clear`` keys (the user's counters).
+
+        The way to make a change that must end the sessions issued before it (a new password,
+        disabling the account): a login that read the old version cannot record its session
+        after this, a refresh of a session from before it ends that session, and a login
+        recorded between reading the session ids and the script makes the script change
+        nothing and the ids be read again. Returns how many live sessions ended;
+        ``ACCOUNT_GONE`` when there is no account, ``VERSION_MOVED`` when ``if_version`` is
+        given and the account is at another; raises :class:`AccountBusy` when logins keep
+        arriving faster than a few tries.
+        """
+        pairs = [item for field_value in fields.items() for item in field_value]
+        expected = "" if if_version is None else str(if_version)
+        for _ in range(_CHANGE_ACCOUNT_TRIES):
+            others = [
+                sid
+                for sid in self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
+                if sid != keep_session
+            ]
+            sessions, *ended = self._session_keys(username, others)
+            kept_meta = self.key(username, "session-meta", keep_session or "")
+            keys = [self.key(username, "user"), sessions, kept_meta, *ended, *clear]
+            args = [self._now(), keep_session or "", expected, len(fields), len(others)]
+            outcome = int(self._run(_CHANGE_ACCOUNT, keys, [*args, *pairs, *others]))
+            if outcome != _SESSIONS_MOVED:
+                return outcome
+        raise AccountBusy(f"sessions kept changing while the account of {username!r} changed")
 
     def _session_keys(self, username: str, session_ids: list[str]) -> list[str]:
         """The user's sessions set, then each session's record and meta key."""
@@ -544,12 +643,14 @@ class RedisStore:
         (A resend after a broken connection may count one attempt twice: the safe side.)
         """
         keys = [self.key(username, "login-failures", address), self.key(username, "user")]
-        attempts, retry_after, password_hash, disabled = self._run(
+        attempts, retry_after, password_hash, version, disabled = self._run(
             _BEGIN_LOGIN, keys, [lock_seconds]
         )
-        if not password_hash:
+        if not password_hash:  # an adopted account is a new one: version 0
             password_hash = self._adopt_legacy_account(username)
-        return LoginAttempt(int(attempts), int(retry_after), password_hash or None, bool(disabled))
+        return LoginAttempt(
+            int(attempts), int(retry_after), password_hash or None, int(version), bool(disabled)
+        )
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account; False if the username is taken."""
@@ -589,23 +690,20 @@ class RedisStore:
     def end_every_session(
         self, username: str, change: EveryChange = EveryChange.NOTHING, password_hash: str = ""
     ) -> int:
-        """End every session of ``username`` at once, and make ``change`` to the account in the
-        same script; returns how many live sessions ended, -1 when there is no account.
-
-        The script refuses (and changes nothing) when the user has a session it was not given,
-        so the ids are read again: after it, no session of the user that started before it
-        lives. Raises ServiceUnavailable if logins keep winning that race.
-        """
+        """End every session of ``username`` at once and make ``change`` to the account in the
+        same script (:meth:`change_account`: the version moves on, so a login in flight cannot
+        record a session after it); returns how many live sessions ended, ACCOUNT_GONE when
+        there is no account. DELETE removes the account itself in that script."""
         if change is not EveryChange.DELETE:
             self.user_exists(username)  # moves an account of an earlier version first
-        for _ in range(END_EVERY_SESSION_ROUNDS):
-            session_ids = self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
-            keys = [self.key(username, "user"), *self._session_keys(username, session_ids)]
-            args = [int(time.time()), change.value, password_hash, *session_ids]
-            ended = int(self._run(_END_EVERY_SESSION, keys, args))
-            if ended != -2:
-                return ended
-        raise ServiceUnavailable("New sessions kept starting while all were being ended.")
+        fields, clear = {}, []
+        if change is EveryChange.DISABLE:
+            fields = {"disabled": "1"}
+        elif change is EveryChange.SET_PASSWORD:
+            fields = {"password": password_hash}
+        elif change is EveryChange.DELETE:
+            clear = [self.key(username, "user"), self.key(username, "session-order")]
+        return self.change_account(username, fields, clear=clear)
 
     def enable_account(self, username: str) -> bool:
         """Lift ``disabled``; False when there is no account."""
