@@ -56,7 +56,13 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.json = BodyJSONProvider(app)
     client = redis_client or build_redis_client(settings)
-    store = RedisStore(client, settings.redis_key_prefix, build_allowlist_cache(settings, client))
+    store = RedisStore(
+        client,
+        settings.redis_key_prefix,
+        build_allowlist_cache(settings, client),
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_ms=settings.redis_wait_timeout_ms,
+    )
     tokens = Tokens(
         settings.keys,
         settings.jwt_issuer,

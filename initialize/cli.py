@@ -27,6 +27,7 @@ from utils import admin
 from utils.errors import ApiError
 from utils.keys import generate_private_key_pem
 from utils.keys import public_key_pem
+from utils.redis import NotReplicated
 from utils.redis import RedisStore
 from utils.state import get_store
 from utils.users import USERNAME_PATTERN
@@ -207,6 +208,10 @@ def run(operation: Callable[..., Result], *args: object) -> Result:
             return operation(*args)
         except ApiError as error:
             raise click.ClickException(error.message) from None
+        except NotReplicated as error:
+            raise click.ClickException(
+                f"The change was made on the Redis primary, but {error}; run the command again."
+            ) from None
 
 
 def cli_admin() -> str:

@@ -226,6 +226,12 @@ def _redis_settings(environ: Mapping[str, str]) -> dict[str, object]:
         "redis_sentinel_master": _text(environ, "REDIS_SENTINEL_MASTER", "mymaster"),
         "redis_socket_timeout": _positive_seconds(environ, "REDIS_SOCKET_TIMEOUT", 2.0),
         "redis_connect_timeout": _positive_seconds(environ, "REDIS_CONNECT_TIMEOUT", 1.0),
+        # SPEC "Durable changes": replicated topologies wait for a replica by default; a
+        # timeout of 0 would make Redis's WAIT wait for ever.
+        "redis_wait_replicas": _non_negative_int(
+            environ, "REDIS_WAIT_REPLICAS", 0 if mode == "standalone" else 1
+        ),
+        "redis_wait_timeout_ms": _positive_int(environ, "REDIS_WAIT_TIMEOUT_MS", 500),
         "allowlist_cache_seconds": _allowlist_cache_seconds(environ),
     }
 

@@ -16,6 +16,7 @@ from routers.admin import ADMIN_PATH
 from routers.oauth import OAUTH_BLUEPRINT
 from utils.errors import ApiError
 from utils.errors import ServiceUnavailable
+from utils.redis import NotReplicated
 from utils.state import get_metrics
 
 HTTP_MESSAGES = {
@@ -31,6 +32,10 @@ HTTP_MESSAGES = {
 # one OAuth clients know.
 _TRY_LATER = (HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.SERVICE_UNAVAILABLE)
 _TRY_LATER_ERROR = "temporarily_unavailable"
+NOT_REPLICATED_MESSAGE = (
+    "The change was made but could not be confirmed on enough Redis replicas; "
+    "repeat the request shortly."
+)
 
 
 def _oauth_fields(status: int, message: str) -> dict[str, str] | None:
@@ -76,19 +81,28 @@ def register_error_handlers(app: Flask) -> None:
         message = HTTP_MESSAGES.get(error.code, f"{error.name}.")
         return error_response(error.code, message, headers)
 
+    @app.errorhandler(NotReplicated)
+    def handle_not_replicated(error: NotReplicated) -> Response:
+        app.logger.warning("Redis replicas behind: %s", error)
+        get_metrics().count_wait_timeout()
+        return _unavailable(ServiceUnavailable(NOT_REPLICATED_MESSAGE))
+
     @app.errorhandler(redis.RedisError)
     def handle_redis_error(error: redis.RedisError) -> Response:
         app.logger.warning("Redis unavailable: %s", type(error).__name__)
         get_metrics().count_redis_error()
-        unavailable = ServiceUnavailable()
-        return error_response(
-            unavailable.status,
-            unavailable.message,
-            unavailable.headers,
-            _oauth_fields(unavailable.status, unavailable.message),
-        )
+        return _unavailable(ServiceUnavailable())
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception) -> Response:
         app.logger.error("Unhandled %s", type(error).__name__, exc_info=error)
         return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal error.")
+
+
+def _unavailable(unavailable: ServiceUnavailable) -> Response:
+    return error_response(
+        unavailable.status,
+        unavailable.message,
+        unavailable.headers,
+        _oauth_fields(unavailable.status, unavailable.message),
+    )

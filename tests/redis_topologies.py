@@ -8,8 +8,11 @@ stay short.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -59,6 +62,17 @@ class Topology:
         process = self.processes[port]
         process.kill()
         process.wait(timeout=10)
+
+    @contextlib.contextmanager
+    def paused(self, port: int) -> Iterator[None]:
+        """SIGSTOP one node for the block (alive, attached, silent: a stalled replica), and
+        SIGCONT it however the block ends."""
+        process = self.processes[port]
+        process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         for process in self.processes.values():

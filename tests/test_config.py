@@ -27,6 +27,7 @@ def test_production_defaults():
     assert settings.redis_sentinel_master == "mymaster"
     assert (settings.redis_socket_timeout, settings.redis_connect_timeout) == (2.0, 1.0)
     assert settings.allowlist_cache_seconds == 1.0
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout_ms) == (0, 500)
     assert settings.token_lookup[0] == TokenSource("header", "Authorization")
     assert [s.kind for s in settings.token_lookup] == ["header", "query", "cookie", "form"]
     assert settings.demo_users == ()
@@ -46,6 +47,21 @@ def test_sentinel_settings():
     )
     assert settings.redis_sentinels == (("10.0.0.1", 26379), ("::1", 26380))
     assert (settings.redis_sentinel_master, settings.redis_socket_timeout) == ("jwt", 0.5)
+
+
+@pytest.mark.parametrize(
+    "environ,expected",
+    [
+        ({}, (0, 500)),
+        ({"REDIS_MODE": "sentinel", "REDIS_SENTINELS": "h:1"}, (1, 500)),
+        ({"REDIS_MODE": "cluster"}, (1, 500)),
+        ({"REDIS_MODE": "cluster", "REDIS_WAIT_REPLICAS": "0"}, (0, 500)),
+        ({"REDIS_WAIT_REPLICAS": "2", "REDIS_WAIT_TIMEOUT_MS": "1500"}, (2, 1500)),
+    ],
+)
+def test_durable_changes_wait_for_a_replica_where_there_are_replicas(environ, expected):
+    settings = load_settings({"JWT_SECRET": SECRET, **environ})
+    assert (settings.redis_wait_replicas, settings.redis_wait_timeout_ms) == expected
 
 
 def test_development_allows_the_dev_secret_and_seeds_kesa():
@@ -91,6 +107,10 @@ def test_secret_file_strips_one_trailing_newline(tmp_path):
         ({"JWT_SECRET": SECRET, "REDIS_SOCKET_TIMEOUT": "inf"}, "REDIS_SOCKET_TIMEOUT"),
         ({"JWT_SECRET": SECRET, "REDIS_CONNECT_TIMEOUT": "1s"}, "REDIS_CONNECT_TIMEOUT"),
         ({"JWT_SECRET": SECRET, "REDIS_KEY_PREFIX": "{jwt}:"}, "REDIS_KEY_PREFIX"),
+        ({"JWT_SECRET": SECRET, "REDIS_WAIT_REPLICAS": "-1"}, "REDIS_WAIT_REPLICAS"),
+        ({"JWT_SECRET": SECRET, "REDIS_WAIT_REPLICAS": "one"}, "REDIS_WAIT_REPLICAS"),
+        ({"JWT_SECRET": SECRET, "REDIS_WAIT_TIMEOUT_MS": "0"}, "REDIS_WAIT_TIMEOUT_MS"),
+        ({"JWT_SECRET": SECRET, "REDIS_WAIT_TIMEOUT_MS": "0.5"}, "REDIS_WAIT_TIMEOUT_MS"),
         ({"JWT_SECRET": SECRET, "ALLOWLIST_CACHE_SECONDS": "-1"}, "ALLOWLIST_CACHE_SECONDS"),
         ({"JWT_SECRET": SECRET, "ALLOWLIST_CACHE_SECONDS": "61"}, "ALLOWLIST_CACHE_SECONDS"),
         ({"JWT_SECRET": SECRET, "ALLOWLIST_CACHE_SECONDS": "nan"}, "ALLOWLIST_CACHE_SECONDS"),

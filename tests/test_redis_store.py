@@ -322,7 +322,7 @@ def test_every_script_touches_only_the_keys_it_is_given():
     """Redis Cluster routes a script by its KEYS: a key built inside the script could live
     in another slot (or node) and is not declared to Redis. Every command's key is a KEYS[i]."""
     scripts = [value for value in vars(redis_store).values() if isinstance(value, Script)]
-    assert len(scripts) == 9
+    assert len(scripts) == 10
     for script in scripts:
         calls = re.findall(r"redis\.call\('(\w+)',\s*([^,)]+)", script.source)
         # the one helper taking a key is called with KEYS[i] only
@@ -421,3 +421,52 @@ def test_a_refresh_of_a_session_from_before_a_change_ends_it(store, redis_client
     )
     assert not active(store, pair, pair.access_jti) and not active(store, later, later.access_jti)
     assert not redis_client.exists(meta)
+
+
+@pytest.mark.parametrize("redis_fixture", ["real_redis", "cluster_redis", "sentinel_redis"])
+def test_durable_changes_answer_as_before_and_leave_only_an_expiring_mark(request, redis_fixture):
+    """With REDIS_WAIT_REPLICAS=1 every durable change gives the answers it gives without, on
+    a server without replicas, a cluster (the shard primary's own connection) and Sentinel."""
+    client = request.getfixturevalue(redis_fixture)
+    store = RedisStore(client, "test:", wait_replicas=1, wait_timeout_ms=2000)
+    assert store.create_user("kesa", "hash")
+    assert not store.create_user("kesa", "another hash")
+    pairs = [make_pair() for _ in range(4)]
+    for pair in pairs:
+        record(store, pair)
+    assert store.end_session("kesa", pairs[0].session_id) == 2
+    assert store.end_own_session("kesa", pairs[1].session_id)
+    assert not store.end_own_session("kesa", pairs[1].session_id)
+    caller = Caller("::1", "")
+    kept = pairs[3].session_id
+    assert store.change_password("kesa", "new hash", kept, caller, account_version=0) == 1
+    assert store.end_all_sessions("kesa") == 1
+    assert store.end_all_sessions("kesa") == 0
+    assert not any(active(store, p, p.access_jti) for p in pairs)
+    assert client.hget("test:{kesa}:user", "password") == "new hash"
+    assert 0 < client.ttl("test:{kesa}:replicated") <= redis_store.MARK_SECONDS
+
+
+def test_without_waiting_no_mark_is_written(store, redis_client):
+    store.create_user("kesa", "hash")
+    pair = make_pair()
+    record(store, pair)
+    store.end_session("kesa", pair.session_id)
+    assert redis_client.exists("test:{kesa}:replicated") == 0
+
+
+def test_only_online_replicas_are_waited_for():
+    """A replica still loading its first copy cannot acknowledge anything: WAIT counts only
+    those INFO replication lists as online."""
+    info = (
+        "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n"
+        "slave0:ip=127.0.0.1,port=7001,state=online,offset=120,lag=0\r\n"
+        "slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n"
+        "slave2:ip=127.0.0.1,port=7003,state=online,offset=118,lag=1\r\n"
+        "master_repl_offset:120\r\n"
+    )
+    assert redis_store._online_replicas(info) == 2
+    assert redis_store._online_replicas(info.encode()) == 2
+    assert (
+        redis_store._online_replicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n") == 0
+    )

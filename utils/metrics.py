@@ -19,7 +19,8 @@ UNMATCHED_ROUTE = "unmatched"
 
 class Metrics:
     """The service's metrics for one app: request counts and durations by URL rule, audit
-    events, Redis errors, and (multiprocess) the workers alive."""
+    events, Redis errors, changes the replicas did not confirm, and (multiprocess) the
+    workers alive."""
 
     def __init__(self, multiprocess_dir: str | None) -> None:
         from prometheus_client import CollectorRegistry
@@ -47,6 +48,11 @@ class Metrics:
         self._redis_errors = Counter(
             "redis_errors_total",
             "Requests answered 503 because Redis failed.",
+            registry=self.registry,
+        )
+        self._wait_timeouts = Counter(
+            "redis_wait_timeouts",
+            "Changes answered 503 because too few Redis replicas acknowledged them in time.",
             registry=self.registry,
         )
         # Labelled children, looked up once per label set: labels() locks and validates.
@@ -83,6 +89,10 @@ class Metrics:
     def count_redis_error(self) -> None:
         """Count one request that Redis failed."""
         self._redis_errors.inc()
+
+    def count_wait_timeout(self) -> None:
+        """Count one change that too few replicas acknowledged (REDIS_WAIT_TIMEOUT_MS)."""
+        self._wait_timeouts.inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition (body, content type): every worker's values in multiprocess mode."""

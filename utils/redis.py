@@ -29,6 +29,8 @@ gap for a login in flight: a login reads the version with the password hash, and
 that records its session refuses when the version has moved since; each session remembers the
 version it was issued under (``session-meta``'s ``version``) and a refresh refuses, ending the
 session, when the account's has moved on.
+* ``P{u}:replicated`` -> a mark written after each change that waits for the replicas
+  (:meth:`RedisStore.run_durably`), expiring after ``MARK_SECONDS``.
 
 Every script gets all the keys it touches in KEYS and is safe to run twice: redis-py resends a
 command whose connection broke, and the script may have run before it broke.
@@ -52,6 +54,7 @@ from typing import NamedTuple
 
 import redis
 from redis.cluster import RedisCluster
+from redis.connection import AbstractConnection
 
 from utils.allowlist_cache import AllowlistCache
 from utils.net import Caller
@@ -60,6 +63,13 @@ from utils.users import USERNAME_PATTERN
 
 Client = redis.Redis | RedisCluster
 NOEVICTION = "noeviction"
+MARK_SECONDS = 60
+# Replies that say a cluster's slot has moved (a failover, a resharding): the slot map is old.
+_SLOT_MOVED = (
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
 
 
 class Script(NamedTuple):
@@ -281,6 +291,15 @@ return redis.call('HGET', KEYS[1], 'password') == ARGV[1] and 1 or 0
 """
 )
 
+# KEYS = keys of one user to remove -> how many existed.
+_DELETE_KEYS = Script.of(
+    """
+local deleted = 0
+for i = 1, #KEYS do deleted = deleted + redis.call('DEL', KEYS[i]) end
+return deleted
+"""
+)
+
 # KEYS = account -> 1 when it exists (and is enabled now), 0 when there is no account.
 _ENABLE = Script.of(
     """
@@ -289,6 +308,16 @@ redis.call('HDEL', KEYS[1], 'disabled')
 return 1
 """
 )
+
+
+class NotReplicated(redis.RedisError):
+    """A change the primary made but fewer replicas than wanted acknowledged in time: it may
+    be lost if the primary fails now (SPEC "Durable changes"); repeating the request is safe."""
+
+    def __init__(self, acknowledged: int, wanted: int) -> None:
+        super().__init__(f"{acknowledged} of {wanted} replicas acknowledged the change")
+        self.acknowledged = acknowledged
+        self.wanted = wanted
 
 
 class Rotation(enum.Enum):
@@ -396,7 +425,8 @@ class RedisStore:
     ``RedisCluster``, or a function that builds one: a cluster client connects as it is made,
     so it is made on first use and a cluster that is down at start-up is a 503, not a crash.
     With a ``redis.Redis``, each thread holds a single-connection client of the shared pool
-    (``Redis.client()``): see :meth:`_command`.
+    (``Redis.client()``): see :meth:`_command`. ``wait_replicas`` and ``wait_timeout_ms`` are
+    REDIS_WAIT_REPLICAS and REDIS_WAIT_TIMEOUT_MS (:meth:`run_durably`).
     """
 
     def __init__(
@@ -406,6 +436,8 @@ class RedisStore:
         allowlist_cache: AllowlistCache | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         self._client = client if isinstance(client, redis.Redis | RedisCluster) else None
         self._connect = client if self._client is None else None
@@ -417,6 +449,8 @@ class RedisStore:
         self._pid = os.getpid()
         self._allowlist_cache = allowlist_cache
         self._clock = clock  # tests pass a fixed one (many logins inside one second)
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
 
     @property
     def client(self) -> Client:
@@ -533,24 +567,29 @@ class RedisStore:
         return Rotation(int(self._run(_ROTATE, keys, args)))
 
     def end_session(self, username: str, session_id: str) -> int:
-        """Revoke every token of one session; returns how many records were in it."""
-        return self._end_sessions(username, [session_id])
+        """Revoke every token of one session (durably: :meth:`run_durably`); returns how many
+        records were in it."""
+        keys = self._session_keys(username, [session_id])
+        return int(self.run_durably(username, _END_SESSIONS, keys, [session_id]))
 
     def end_own_session(self, username: str, session_id: str) -> bool:
-        """As :meth:`end_session`, only if ``session_id`` is a live session of ``username``."""
+        """As :meth:`end_session`, only if ``session_id`` is a live session of ``username``
+        (a 404 waits too: after an unconfirmed end, its repeat finds the session gone)."""
         keys = self._session_keys(username, [session_id])
-        return bool(self._run(_END_OWN_SESSION, keys, [session_id, self._now()]))
+        args = [session_id, self._now()]
+        return bool(self.run_durably(username, _END_OWN_SESSION, keys, args))
 
     def end_all_sessions(self, username: str) -> int:
-        """Revoke every token of every session of ``username``; returns the session count.
+        """Revoke every token of every session of ``username``, durably; returns the session
+        count.
 
         Two round trips: the script must be given each session's key, so the session ids are
         read first. A session a concurrent login starts in between lives on, as if that login
         had come just after this call.
         """
         session_ids = self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
-        if session_ids:
-            self._end_sessions(username, session_ids)
+        keys = self._session_keys(username, session_ids)
+        self.run_durably(username, _END_SESSIONS, keys, session_ids)
         return len(session_ids)
 
     def list_sessions(self, username: str) -> list[Session]:
@@ -604,7 +643,8 @@ class RedisStore:
         disabling the account): a login that read the old version cannot record its session
         after this, a refresh of a session from before it ends that session, and a login
         recorded between reading the session ids and the script makes the script change
-        nothing and the ids be read again. Returns how many live sessions ended;
+        nothing and the ids be read again. Made durably (:meth:`run_durably`). Returns how
+        many live sessions ended;
         ``ACCOUNT_GONE`` when there is no account, ``VERSION_MOVED`` when ``if_version`` is
         given and the account is at another; raises :class:`AccountBusy` when logins keep
         arriving faster than a few tries.
@@ -621,7 +661,9 @@ class RedisStore:
             kept_meta = self.key(username, "session-meta", keep_session or "")
             keys = [self.key(username, "user"), sessions, kept_meta, *ended, *clear]
             args = [self._now(), keep_session or "", expected, len(fields), len(others)]
-            outcome = int(self._run(_CHANGE_ACCOUNT, keys, [*args, *pairs, *others]))
+            outcome = int(
+                self.run_durably(username, _CHANGE_ACCOUNT, keys, [*args, *pairs, *others])
+            )
             if outcome != _SESSIONS_MOVED:
                 return outcome
         raise AccountBusy(f"sessions kept changing while the account of {username!r} changed")
@@ -653,10 +695,11 @@ class RedisStore:
         )
 
     def create_user(self, username: str, password_hash: str) -> bool:
-        """Store a new account; False if the username is taken."""
+        """Store a new account, durably (:meth:`run_durably`); False if the username is taken."""
         if self._adopt_legacy_account(username):
             return False
-        return self._create_user(username, password_hash, int(time.time()))
+        keys, args = [self.key(username, "user")], [password_hash, int(time.time())]
+        return bool(self.run_durably(username, _CREATE_USER, keys, args))
 
     def user_exists(self, username: str) -> bool:
         """Whether an account exists (used to seed demo users without re-hashing)."""
@@ -708,7 +751,7 @@ class RedisStore:
     def enable_account(self, username: str) -> bool:
         """Lift ``disabled``; False when there is no account."""
         self.user_exists(username)
-        return bool(self._run(_ENABLE, [self.key(username, "user")], []))
+        return bool(self.run_durably(username, _ENABLE, [self.key(username, "user")], []))
 
     def delete_account(self, username: str) -> bool:
         """Remove the account and every key of the user; False when there was no account.
@@ -723,14 +766,14 @@ class RedisStore:
             return False
         self._command("DEL", f"{self.prefix}user:{username}")  # an earlier version's key
         for keys in self.user_keys(username):
-            self._command("DEL", *keys)
+            self.run_durably(username, _DELETE_KEYS, keys, [])
         return True
 
     def clear_login_failures(self, username: str) -> int:
         """Remove the user's failed-login counters (every address); returns how many."""
         cleared = 0
         for keys in self.user_keys(username, "login-failures:"):
-            cleared += int(self._command("DEL", *keys))
+            cleared += int(self.run_durably(username, _DELETE_KEYS, keys, []))
         return cleared
 
     def user_keys(self, username: str, kind: str = "") -> Iterator[list[str]]:
@@ -744,8 +787,8 @@ class RedisStore:
             slot = client.keyslot(start)
             keys = node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 2**31 - 1)
             selected = [key for key in keys if key.startswith(start)]
-            if selected:
-                yield selected
+            for first in range(0, len(selected), SCAN_COUNT):
+                yield selected[first : first + SCAN_COUNT]
             return
         cursor = 0
         while True:
@@ -850,6 +893,84 @@ class RedisStore:
             policies.add(reported["maxmemory-policy"])
         return policies
 
+    def run_durably(
+        self, username: str, script: Script, keys: list[str], args: list[str | int]
+    ) -> Any:
+        """Run a change's script (``keys`` all ``username``'s), then wait with Redis ``WAIT``
+        until the primary's replicas hold it (SPEC "Durable changes"); the script's reply.
+
+        ``WAIT`` counts the replicas that acknowledged the last write made *on the connection
+        it is sent on*, so everything goes down one connection to the primary of the user's
+        slot: the script, a write of the user's ``replicated`` mark (so that the awaited write
+        is the latest even when the script changed nothing, as when a change that was not
+        confirmed is repeated: the primary already has it, its replicas may not), and ``INFO
+        replication`` in one round trip, then ``WAIT`` for REDIS_WAIT_REPLICAS or every online
+        replica when fewer are attached, in a second. With no replica attached (as right after
+        a failover) or REDIS_WAIT_REPLICAS=0 there is no second round trip; with 0, no mark.
+
+        Raises :class:`NotReplicated` when fewer acknowledge within REDIS_WAIT_TIMEOUT_MS (the
+        change is made on the primary; running it again is safe and waits again).
+        """
+        if not self._wait_replicas:
+            return self._run(script, keys, args)
+        mark = self.key(username, "replicated")
+        client = self._standalone
+        if client is not None:
+            try:
+                return self._change_and_wait(client, script, keys, args, mark)
+            except redis.ConnectionError:  # a broken connection, a demoted primary: once more
+                return self._change_and_wait(client, script, keys, args, mark)
+        cluster = self.client
+        try:
+            node = cluster.get_redis_connection(cluster.get_node_from_key(mark))
+            return self._change_and_wait(node, script, keys, args, mark)
+        except (redis.ConnectionError, redis.exceptions.RedisClusterException, *_SLOT_MOVED):
+            # The slot map is old (a failover, a resharding): the routed run follows the
+            # redirections and refreshes the map, then the change is made and awaited again
+            # on the primary the slot has now.
+            self._run(script, keys, args)
+        try:
+            node = cluster.get_redis_connection(cluster.get_node_from_key(mark))
+            return self._change_and_wait(node, script, keys, args, mark)
+        except (redis.exceptions.RedisClusterException, *_SLOT_MOVED) as error:
+            raise redis.ConnectionError(f"Redis Cluster slot moving: {error}") from None
+
+    def _change_and_wait(
+        self,
+        node: redis.Redis,
+        script: Script,
+        keys: list[str],
+        args: list[str | int],
+        mark: str,
+    ) -> Any:
+        """:meth:`run_durably` on one connection of ``node``'s pool (checked out for it)."""
+        change = ["EVALSHA", script.sha, len(keys), *keys, *args]
+        batch = [change, ["SET", mark, "1", "EX", MARK_SECONDS], ["INFO", "replication"]]
+        with node.client() as single:
+            connection = single.connection
+            try:
+                replies = _exchange(connection, batch)
+                if isinstance(replies[0], redis.exceptions.NoScriptError):
+                    change[:2] = ["EVAL", script.source]  # EVAL also caches it there
+                    replies = _exchange(connection, batch)
+                for answer in replies:
+                    if isinstance(answer, redis.ResponseError):
+                        raise answer
+                reply, _, info = replies
+                wanted = min(self._wait_replicas, _online_replicas(info))
+                if wanted:
+                    timeout = self._wait_timeout_ms / 1000 + (connection.socket_timeout or 1.0)
+                    connection.send_command("WAIT", wanted, self._wait_timeout_ms)
+                    acknowledged = int(connection.read_response(timeout=timeout))
+                    if acknowledged < wanted:
+                        raise NotReplicated(acknowledged, wanted)
+                return reply
+            except (redis.ResponseError, NotReplicated):
+                raise
+            except BaseException:
+                connection.disconnect()  # out of step with its replies: never reused as is
+                raise
+
     def _run(self, script: Script, keys: list[str], args: list[str | int]) -> Any:
         """EVALSHA; EVAL when this Redis does not know the script (yet, or any more: a restart,
         SCRIPT FLUSH or a failover to a node that never saw it), which also caches it there."""
@@ -908,6 +1029,27 @@ class RedisStore:
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by a Redis glob (MATCH)."""
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _exchange(connection: AbstractConnection, commands: list[list[str | int]]) -> list[Any]:
+    """Send ``commands`` in one write and read each reply (an error reply as its exception,
+    so that the connection stays in step)."""
+    connection.send_packed_command(connection.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(connection.read_response())
+        except redis.ResponseError as error:
+            replies.append(error)
+    return replies
+
+
+def _online_replicas(info: str | bytes) -> int:
+    """How many replicas ``INFO replication`` lists as online (``WAIT`` counts no others)."""
+    text = info.decode() if isinstance(info, bytes) else info
+    return sum(
+        1 for line in text.splitlines() if line.startswith("slave") and "state=online" in line
+    )
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

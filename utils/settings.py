@@ -40,6 +40,8 @@ class Settings:
     redis_sentinel_master: str
     redis_socket_timeout: float
     redis_connect_timeout: float
+    redis_wait_replicas: int
+    redis_wait_timeout_ms: int
     allowlist_cache_seconds: float
     token_lookup: tuple[TokenSource, ...]
     demo_users: tuple[tuple[str, str], ...]

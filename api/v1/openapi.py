@@ -115,7 +115,11 @@ ERROR_MEANINGS = {
     "409": "The username is taken.",
     "413": "The request body is over the limit.",
     "429": "Too many failed logins for this username and client; see Retry-After.",
-    "503": "Redis is unreachable; see Retry-After.",
+    "503": (
+        "Redis is unreachable, or (logout, logout-all, ending a session, a password change, "
+        "revocation, registration) the change could not be confirmed on enough Redis replicas "
+        "and the request may be repeated; see Retry-After."
+    ),
 }
 # Every route may answer these: a malformed request, a body over the limit, Redis failing.
 COMMON_ERRORS = ("400", "413", "503")
