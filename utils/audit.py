@@ -45,12 +45,15 @@ USER_DELETED = "user_deleted"
 def audit(event: str, user: str, sid: str | None = None, admin: str | None = None) -> None:
     """Record ``event`` for ``user`` (and session ``sid``, and the ``admin`` who acted) in the
     log and the metrics."""
-    environ = request.environ if has_request_context() else {}
-    fields = {
-        "request_id": environ.get(REQUEST_ID_KEY),
-        "user": user,
-        "client": environ.get(CLIENT_KEY),
-    }
+    if has_request_context():
+        environ = request.environ
+        fields = {
+            "request_id": environ.get(REQUEST_ID_KEY),
+            "user": user,
+            "client": environ.get(CLIENT_KEY),
+        }
+    else:  # the command line: no request, no client address
+        fields = {"user": user}
     if sid is not None:
         fields["sid"] = sid
     if admin is not None:
