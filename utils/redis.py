@@ -758,23 +758,41 @@ class RedisStore:
 
         One script ends every session and removes the account (from then on no token of the
         user works and no login can record a session); then whatever else the user left (token
-        records, spent markers, failure counters) is found and removed.
+        records, spent markers, failure counters) is found and removed. Every step waits for
+        the replicas; when they do not confirm the first (NotReplicated, a 503), the rest is
+        removed all the same before the error goes on, and a repeat, which finds no account,
+        waits for them too before it answers that there is none.
         """
-        if not self.user_exists(username):
-            return False
-        if self.end_every_session(username, EveryChange.DELETE) < 0:
-            return False
-        self._command("DEL", f"{self.prefix}user:{username}")  # an earlier version's key
-        for keys in self.user_keys(username):
-            self.run_durably(username, _DELETE_KEYS, keys, [])
+        self.user_exists(username)  # moves an account of an earlier version first
+        try:
+            if self.end_every_session(username, EveryChange.DELETE) == ACCOUNT_GONE:
+                return False
+        except NotReplicated:
+            self._delete_user_keys(username, "", durably=False)
+            raise
+        self._delete_user_keys(username, "", durably=True)
         return True
 
     def clear_login_failures(self, username: str) -> int:
-        """Remove the user's failed-login counters (every address); returns how many."""
-        cleared = 0
-        for keys in self.user_keys(username, "login-failures:"):
-            cleared += int(self.run_durably(username, _DELETE_KEYS, keys, []))
-        return cleared
+        """Remove the user's failed-login counters (every address), durably even when there
+        are none (a repeat of an unconfirmed clear waits too); returns how many."""
+        return self._delete_user_keys(username, "login-failures:", durably=True)
+
+    def _delete_user_keys(self, username: str, kind: str, *, durably: bool) -> int:
+        """Delete the keys :meth:`user_keys` finds, a batch per script; with ``durably``, at
+        least one script runs (with no keys when none are found) and each waits."""
+        if kind == "":
+            self._command("DEL", f"{self.prefix}user:{username}")  # an earlier version's key
+        deleted, batches = 0, 0
+        for keys in self.user_keys(username, kind):
+            if durably:
+                deleted += int(self.run_durably(username, _DELETE_KEYS, keys, []))
+            else:
+                deleted += int(self._run(_DELETE_KEYS, keys, []))
+            batches += 1
+        if durably and not batches:
+            self.run_durably(username, _DELETE_KEYS, [], [])
+        return deleted
 
     def user_keys(self, username: str, kind: str = "") -> Iterator[list[str]]:
         """Batches of the user's keys that start with ``P{username}:kind``: in a cluster, read
