@@ -331,8 +331,12 @@ class Rotation(enum.Enum):
 
 UNKNOWN_CALLER = Caller("", "")
 DEFAULT_MAX_SESSIONS = 100
-# Keys SCAN looks at per call: about a millisecond of Redis's time, so other clients wait little.
+# Keys SCAN looks at per call when listing accounts: about a millisecond of Redis's time, so
+# other clients wait little.
 SCAN_COUNT = 1000
+# ... and when looking for one user's keys outside a cluster (a rare operator's action over the
+# whole keyspace: fewer, longer calls, a few milliseconds each).
+SWEEP_COUNT = 10_000
 # SCAN calls one page of accounts may take (a page can come back short when most keys are not
 # accounts; ``next`` goes on from there).
 MAX_SCANS_PER_PAGE = 100
@@ -797,7 +801,7 @@ class RedisStore:
     def user_keys(self, username: str, kind: str = "") -> Iterator[list[str]]:
         """Batches of the user's keys that start with ``P{username}:kind``: in a cluster, read
         from the keys of the user's one slot; else a SCAN of the whole keyspace (an operator's
-        rare action; SCAN_COUNT keys a call)."""
+        rare action; SWEEP_COUNT keys a call)."""
         start = self.key(username, "") + kind
         client = self.client
         if isinstance(client, RedisCluster):
@@ -811,7 +815,7 @@ class RedisStore:
         cursor = 0
         while True:
             cursor, keys = self._command(
-                "SCAN", cursor, "MATCH", _glob_escape(start) + "*", "COUNT", SCAN_COUNT
+                "SCAN", cursor, "MATCH", _glob_escape(start) + "*", "COUNT", SWEEP_COUNT
             )
             if keys:
                 yield keys
