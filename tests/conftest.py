@@ -37,6 +37,7 @@ DEV_ENV = {"APP_ENV": "development"}
 SERVICE_VARIABLES = frozenset(
     {
         "ACCESS_TOKEN_TTL",
+        "ACCOUNT_MAX_FAILURES",
         "ALLOWLIST_CACHE_SECONDS",
         "APP_ENV",
         "BIND",
@@ -75,6 +76,8 @@ SERVICE_VARIABLES = frozenset(
         "REDIS_URL",
         "REFRESH_REUSE_GRACE_SECONDS",
         "REFRESH_TOKEN_TTL",
+        "REGISTER_MAX_PER_ADDRESS",
+        "REGISTER_WINDOW_SECONDS",
         "STOP_TIMEOUT",
         "TOKEN_LOOKUP",
         "WEB_CONCURRENCY",

@@ -322,7 +322,7 @@ def test_every_script_touches_only_the_keys_it_is_given():
     """Redis Cluster routes a script by its KEYS: a key built inside the script could live
     in another slot (or node) and is not declared to Redis. Every command's key is a KEYS[i]."""
     scripts = [value for value in vars(redis_store).values() if isinstance(value, Script)]
-    assert len(scripts) == 8
+    assert len(scripts) == 9
     for script in scripts:
         calls = re.findall(r"redis\.call\('(\w+)',\s*([^,)]+)", script.source)
         # the one helper taking a key is called with KEYS[i] only

@@ -29,16 +29,17 @@ LOGOUT_ALL = "logout_all"
 SESSION_ENDED = "session_ended"
 PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)
 TOKEN_REVOKED = "token_revoked"  # noqa: S105 (an event name)
+REGISTER_THROTTLED = "register_throttled"
 
 
-def audit(event: str, user: str, sid: str | None = None) -> None:
-    """Record ``event`` for ``user`` (and session ``sid``) in the log and the metrics."""
+def audit(event: str, user: str | None, sid: str | None = None) -> None:
+    """Record ``event`` for ``user`` (None: no user field) and session ``sid`` in the log and
+    the metrics."""
     environ = request.environ
-    fields = {
-        "request_id": environ.get(REQUEST_ID_KEY),
-        "user": user,
-        "client": environ.get(CLIENT_KEY),
-    }
+    fields = {"request_id": environ.get(REQUEST_ID_KEY)}
+    if user is not None:
+        fields["user"] = user
+    fields["client"] = environ.get(CLIENT_KEY)
     if sid is not None:
         fields["sid"] = sid
     get_audit_log().info(event, **fields)

@@ -18,7 +18,11 @@ one user lives in one Redis Cluster slot and each multi-key change can be one at
 * ``P{u}:session-order`` -> sorted set of the same ids scored by when each was last issued
   tokens, a per-user count that only grows (the session limit ends the lowest: exact, where
   seconds would tie), expiring with the user's last session;
-* ``P{u}:login-failures:<address>`` -> attempt counter with the lock window as TTL;
+* ``P{u}:login-failures:<address>`` -> login attempts of the user from one address, and
+  ``P{u}:account-failures`` -> from every address, each with the lock window as TTL;
+* ``P{address:<a>}:registrations`` -> registrations attempted from one client address, with
+  the registration window as TTL (an address's own hash tag: the colon keeps it apart from
+  every username's);
 * ``P{u}:user`` -> hash with the Argon2id ``password`` hash, ``created`` time and the account
   ``version`` (absent = 0; see :meth:`RedisStore.change_account`). Accounts written by earlier
   versions under ``Puser:<u>`` are moved here the first time they are used.
@@ -250,18 +254,37 @@ return live
 """
 )
 
-# KEYS = failure counter, account; ARGV = lock seconds
-#   -> {attempts in this window, seconds left, stored password hash or false, account version}
+# KEYS = the address's and the account's failure counters, account; ARGV = lock seconds
+#   -> {attempts from the address in this window, its seconds left, the same for the account,
+#       stored password hash or false, account version}
 _BEGIN_LOGIN = Script.of(
     """
-local attempts = redis.call('INCR', KEYS[1])
+local counted = {}
+for i = 1, 2 do
+  local attempts = redis.call('INCR', KEYS[i])
+  local ttl = redis.call('TTL', KEYS[i])
+  if ttl < 0 then
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+    ttl = tonumber(ARGV[1])
+  end
+  counted[2 * i - 1], counted[2 * i] = attempts, ttl
+end
+local account = redis.call('HMGET', KEYS[3], 'password', 'version')
+counted[5], counted[6] = account[1], account[2] or '0'
+return counted
+"""
+)
+
+# KEYS = a counter; ARGV = its window in seconds -> {count in this window, seconds left}
+_COUNT = Script.of(
+    """
+local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('TTL', KEYS[1])
 if ttl < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   ttl = tonumber(ARGV[1])
 end
-local account = redis.call('HMGET', KEYS[2], 'password', 'version')
-return {attempts, ttl, account[1], account[2] or '0'}
+return {count, ttl}
 """
 )
 
@@ -304,11 +327,14 @@ class Session:
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """The attempt's number in the current window, its seconds left, the stored hash, and the
-    account version read with it (pass it to :meth:`RedisStore.record_tokens`)."""
+    """The attempt's number in the current window from this address and from all (with their
+    seconds left), the stored hash, and the account version read with it (pass it to
+    :meth:`RedisStore.record_tokens`)."""
 
     attempts: int
     retry_after: int
+    account_attempts: int
+    account_retry_after: int
     password_hash: str | None
     account_version: int
 
@@ -427,7 +453,7 @@ class RedisStore:
         least recently issued sessions end (one more round trip, only then)."""
         keys = self._pair_keys(pair)
         if reset_failures:
-            keys.append(self.key(pair.username, "login-failures", caller.address))
+            keys += self._failure_keys(pair.username, caller.address)
         args = [*self._pair_args(pair, caller), account_version, max_sessions]
         recorded, *beyond = self._run(_ISSUE, keys, args)
         if beyond:
@@ -512,7 +538,7 @@ class RedisStore:
         *,
         account_version: int,
     ) -> int:
-        """Store a new hash, clear the caller's failure counter and end every other session of
+        """Store a new hash, clear the caller's failure counters and end every other session of
         the user, if the account is still at ``account_version`` (read when the current
         password was checked); see :meth:`change_account`."""
         return self.change_account(
@@ -520,7 +546,7 @@ class RedisStore:
             {"password": password_hash},
             keep_session=keep_session,
             if_version=account_version,
-            clear=[self.key(username, "login-failures", caller.address)],
+            clear=self._failure_keys(username, caller.address),
         )
 
     def change_account(
@@ -572,18 +598,40 @@ class RedisStore:
         keys = self._session_keys(username, session_ids)
         return int(self._run(_END_SESSIONS, keys, session_ids))
 
+    def _failure_keys(self, username: str, address: str) -> list[str]:
+        """The user's failed-login counters: from this address, and from every address."""
+        return [
+            self.key(username, "login-failures", address),
+            self.key(username, "account-failures"),
+        ]
+
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
-        """Count this attempt and fetch the password hash: one script, one round trip.
+        """Count this attempt (per address and per account) and fetch the password hash: one
+        script, one round trip.
 
         (A resend after a broken connection may count one attempt twice: the safe side.)
         """
-        keys = [self.key(username, "login-failures", address), self.key(username, "user")]
-        attempts, retry_after, password_hash, version = self._run(
-            _BEGIN_LOGIN, keys, [lock_seconds]
+        keys = [*self._failure_keys(username, address), self.key(username, "user")]
+        attempts, retry_after, account_attempts, account_retry_after, password_hash, version = (
+            self._run(_BEGIN_LOGIN, keys, [lock_seconds])
         )
         if not password_hash:  # an adopted account is a new one: version 0
             password_hash = self._adopt_legacy_account(username)
-        return LoginAttempt(int(attempts), int(retry_after), password_hash or None, int(version))
+        return LoginAttempt(
+            int(attempts),
+            int(retry_after),
+            int(account_attempts),
+            int(account_retry_after),
+            password_hash or None,
+            int(version),
+        )
+
+    def count_registration(self, address: str, window_seconds: int) -> tuple[int, int]:
+        """Count a registration attempted from ``address``: its number in the current window
+        and the window's seconds left (one key in the address's own slot, one round trip)."""
+        key = f"{self.prefix}{{address:{address}}}:registrations"
+        count, retry_after = self._run(_COUNT, [key], [window_seconds])
+        return int(count), int(retry_after)
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account; False if the username is taken."""

@@ -113,7 +113,8 @@ ERROR_MEANINGS = {
     "404": "Not found.",
     "409": "The username is taken.",
     "413": "The request body is over the limit.",
-    "429": "Too many failed logins for this username and client; see Retry-After.",
+    "429": "Too many failed logins (for this username and client, or for this username from "
+    "every client), or registrations from this client; see Retry-After.",
     "503": "Redis is unreachable; see Retry-After.",
 }
 # Every route may answer these: a malformed request, a body over the limit, Redis failing.
@@ -213,7 +214,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                         "properties": {"username": {"type": "string"}},
                     },
                 ),
-                **_errors("400", "409"),
+                **_errors("400", "409", "429"),
             },
             tags=PUBLIC,
             body=_body(NEW_ACCOUNT_SCHEMA, FORM, JSON),

@@ -14,6 +14,7 @@ from api.v1.common import request_fields
 from utils import audit
 from utils import auth
 from utils.errors import Conflict
+from utils.errors import TooManyAttempts
 from utils.passwords import hash_password
 from utils.state import get_settings
 from utils.state import get_store
@@ -37,7 +38,16 @@ def register() -> tuple[Response, int]:
     """Create an account from a form or JSON ``username`` and ``password``."""
     username, password = read_credentials(request_fields())
     check_new_password(password)
-    if not get_store().create_user(username, hash_password(password)):
+    settings, store = get_settings(), get_store()
+    attempts, retry_after = store.count_registration(
+        caller().address, settings.register_window_seconds
+    )
+    if attempts > settings.register_max_per_address:  # each attempt costs a slow hash
+        audit.audit(audit.REGISTER_THROTTLED, None)
+        raise TooManyAttempts(
+            retry_after, "Too many registrations from this address; try again later."
+        )
+    if not store.create_user(username, hash_password(password)):
         raise Conflict("That username is taken.")
     audit.audit(audit.REGISTERED, username)
     return jsonify(username=username), HTTPStatus.CREATED
