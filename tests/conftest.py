@@ -303,6 +303,17 @@ class AuthActions:
         assert response.status_code == 200, response.get_json()
         return response.get_json()
 
+    def oauth_login(self, username: str = "kesa", password: str = "123") -> dict:
+        """Tokens from the password grant, as a native app gets them (in cookie mode too),
+        under the names /public/login uses."""
+        response = self.client.post(
+            "/oauth/token",
+            data={"grant_type": "password", "username": username, "password": password},
+        )
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        return {"accessToken": body["access_token"], "refreshToken": body["refresh_token"]}
+
     @staticmethod
     def bearer(token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}

@@ -8,6 +8,7 @@ import logging
 import re
 
 import fakeredis
+import jsonschema
 import jwt
 import pytest
 from openapi_spec_validator import validate
@@ -344,6 +345,19 @@ class TestOpenApi:
         document = client.get("/openapi.json").get_json()
         validate(document)
         assert document["openapi"].startswith("3.1")
+
+    def test_login_answers_of_both_modes_match_the_document(self, make_app):
+        """Bearer mode's tokens and cookie mode's token-free answer are the documented shapes."""
+        document = openapi_document()
+        login = document["paths"]["/public/login"]["post"]["responses"]["200"]
+        schema = {**login["content"]["application/json"]["schema"], **document}
+        validator = jsonschema.Draft202012Validator(schema)
+        for cookie_mode in ("false", "true"):
+            client = make_app(COOKIE_MODE=cookie_mode).test_client()
+            body = client.post("/public/login", data=KESA).get_json()
+            validator.validate(body)
+            if cookie_mode == "true":
+                assert not validator.is_valid({**body, "accessToken": "a-token"})
 
     def test_it_documents_exactly_the_routes_and_methods_of_the_url_map(self, app):
         served = {

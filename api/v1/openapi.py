@@ -37,6 +37,20 @@ TOKENS_SCHEMA = {
         "refreshExpiresIn": {"type": "integer"},
     },
 }
+# COOKIE_MODE=true: the tokens are only in HttpOnly cookies; the body carries the CSRF value.
+COOKIE_SESSION_SCHEMA = {
+    "type": "object",
+    "required": ["tokenType", "expiresIn", "refreshExpiresIn", "csrfToken"],
+    "properties": {
+        "tokenType": {"const": "Bearer"},
+        "expiresIn": {"type": "integer"},
+        "refreshExpiresIn": {"type": "integer"},
+        "csrfToken": {"type": "string"},
+    },
+    "not": {
+        "anyOf": [{"required": ["accessToken"]}, {"required": ["refreshToken"]}],
+    },
+}
 NEW_ACCOUNT_SCHEMA = {
     "type": "object",
     "required": ["username", "password"],
@@ -186,7 +200,17 @@ ACCESS_TOKEN = [{"bearer": []}, {"queryToken": []}, {"cookieToken": []}]
 REFRESH_TOKEN = [{"bearer": []}, {"queryToken": []}, {"refreshCookie": []}]
 OPTIONAL_ACCESS_TOKEN = [*ACCESS_TOKEN, {}]
 
-TOKENS = _json("An access and a refresh token (never cached).", TOKENS_SCHEMA)
+TOKENS = _json(
+    "An access and a refresh token (never cached). With COOKIE_MODE=true no token: they are "
+    f"set as HttpOnly cookies ({ACCESS_COOKIE}, {REFRESH_COOKIE}) beside the readable "
+    "csrf_token cookie, whose value the body repeats for the X-CSRF-Token header.",
+    {
+        "oneOf": [
+            {"$ref": "#/components/schemas/Tokens"},
+            {"$ref": "#/components/schemas/CookieSession"},
+        ]
+    },
+)
 PUBLIC, USER, OAUTH, OPERATIONS_TAG = ("public",), ("user",), ("oauth",), ("operations",)
 
 
@@ -406,7 +430,10 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "post": _operation(
             "RFC 6749 token endpoint: the password and refresh_token grants.",
             {
-                "200": _json("Tokens (never cached).", OAUTH_TOKENS_SCHEMA),
+                "200": _json(
+                    "Tokens (never cached), in the body whatever COOKIE_MODE says; no cookie.",
+                    OAUTH_TOKENS_SCHEMA,
+                ),
                 "400": _oauth_error(
                     "invalid_request, unsupported_grant_type, or invalid_grant (bad credentials "
                     "or a bad, spent or revoked refresh token)."
@@ -543,6 +570,7 @@ def openapi_document() -> dict[str, Any]:
                 "Error": ERROR_SCHEMA,
                 "OAuthError": OAUTH_ERROR_SCHEMA,
                 "Tokens": TOKENS_SCHEMA,
+                "CookieSession": COOKIE_SESSION_SCHEMA,
             },
             "parameters": {
                 "RequestId": {

@@ -70,22 +70,24 @@ def feed() -> Response:
 
 
 def token_response(pair: TokenPair) -> Response:
-    """The tokens body (RFC 6749 §5.1: never cached), plus cookies in cookie mode."""
+    """The tokens body (RFC 6749 §5.1: never cached); in cookie mode the tokens go only into
+    HttpOnly cookies and the body carries the CSRF value instead, so that no script in the
+    page, an injected one included, can read a token from an answer."""
     settings = get_settings()
-    response = jsonify(
-        accessToken=pair.access_token,
-        refreshToken=pair.refresh_token,
-        tokenType="Bearer",
-        expiresIn=settings.access_token_ttl,
-        refreshExpiresIn=settings.refresh_token_ttl,
+    facts = {
+        "tokenType": "Bearer",
+        "expiresIn": settings.access_token_ttl,
+        "refreshExpiresIn": settings.refresh_token_ttl,
+    }
+    if not settings.cookie_mode:
+        tokens = {"accessToken": pair.access_token, "refreshToken": pair.refresh_token}
+        return no_store(jsonify(**tokens, **facts))
+    response = no_store(jsonify(**facts, csrfToken=pair.csrf))
+    set_token_cookies(
+        response,
+        pair,
+        settings.access_token_ttl,
+        settings.refresh_token_ttl,
+        secure=not settings.is_development,
     )
-    no_store(response)
-    if settings.cookie_mode:
-        set_token_cookies(
-            response,
-            pair,
-            settings.access_token_ttl,
-            settings.refresh_token_ttl,
-            secure=not settings.is_development,
-        )
     return response
