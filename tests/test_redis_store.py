@@ -421,3 +421,23 @@ def test_a_refresh_of_a_session_from_before_a_change_ends_it(store, redis_client
     )
     assert not active(store, pair, pair.access_jti) and not active(store, later, later.access_jti)
     assert not redis_client.exists(meta)
+
+
+def test_sessions_from_before_the_upgrade_keep_working_and_go_first(store, redis_client):
+    """Sessions recorded before the order set and the account version existed: no order
+    entry, no version in their meta. They refresh (version 0 on both sides) and the session
+    limit ends them first."""
+    old = make_pair()
+    record(store, old)
+    redis_client.delete("test:{kesa}:session-order")
+    redis_client.hdel(f"test:{{kesa}}:session-meta:{old.session_id}", "version")
+    renewed = make_pair(session_id=old.session_id)
+    assert store.rotate_refresh_token(old.refresh_jti, old.refresh_exp, renewed) is (
+        Rotation.ROTATED
+    )
+    redis_client.delete("test:{kesa}:session-order")  # as if the refresh came before, too
+    newer = [make_pair() for _ in range(3)]
+    for pair in newer:
+        record(store, pair, max_sessions=3)
+    assert not active(store, renewed, renewed.access_jti)
+    assert all(active(store, pair, pair.access_jti) for pair in newer)
