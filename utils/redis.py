@@ -448,9 +448,10 @@ class RedisStore:
         """Allowlist a login's pair in a new session, unless the account changed (or went)
         since ``account_version`` was read with the password hash: then False, nothing is
         recorded, and no session issued against a replaced password or a disabled account
-        can survive the change. With ``reset_failures``, also clear the user's failure counter
-        for the caller's address (a success resets it). Beyond ``max_sessions``, the user's
-        least recently issued sessions end (one more round trip, only then)."""
+        can survive the change. With ``reset_failures``, also clear the user's failure
+        counters (the caller's address's and the account's: a success resets them). Beyond
+        ``max_sessions``, the user's least recently issued sessions end (one more round trip,
+        only then)."""
         keys = self._pair_keys(pair)
         if reset_failures:
             keys += self._failure_keys(pair.username, caller.address)
