@@ -101,6 +101,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         demo_users=_demo_users(environ.get("DEMO_USERS", default_demo_users)),
         login_max_failures=_positive_int(environ, "LOGIN_MAX_FAILURES", 10),
         login_lock_seconds=_positive_int(environ, "LOGIN_LOCK_SECONDS", 900),
+        account_max_failures=_positive_int(environ, "ACCOUNT_MAX_FAILURES", 100),
+        register_max_per_address=_positive_int(environ, "REGISTER_MAX_PER_ADDRESS", 10),
+        register_window_seconds=_positive_int(environ, "REGISTER_WINDOW_SECONDS", 3600),
         cookie_mode=_boolean(environ, "COOKIE_MODE", False),
         cors_origins=_cors_origins(environ.get("CORS_ORIGINS", "")),
         trusted_proxies=parse_trusted_proxies(

@@ -375,8 +375,8 @@ def test_set_password_ends_every_session(admin_app):
     assert login(client, {**ALICE, "password": "alice-password-2"}).status_code == 200
 
 
-def test_unlock_clears_every_address_count(make_app):
-    app = make_app(ADMIN_CLIENTS=ADMIN_CLIENTS, LOGIN_MAX_FAILURES="2")
+def test_unlock_clears_every_address_count_and_the_accounts(make_app, redis_client):
+    app = make_app(ADMIN_CLIENTS=ADMIN_CLIENTS, LOGIN_MAX_FAILURES="2", ACCOUNT_MAX_FAILURES="8")
     client = app.test_client()
     client.post("/admin/users", headers=ADMIN, json=ALICE)
     wrong = {**ALICE, "password": "wrong-password"}
@@ -384,10 +384,12 @@ def test_unlock_clears_every_address_count(make_app):
         statuses = [login(client, wrong, address).status_code for _ in range(3)]
         assert statuses == [401, 401, 429]
         assert login(client, ALICE, address).status_code == 429
+    assert login(client, ALICE, "198.51.100.1").status_code == 429  # the account's count
     assert client.post("/admin/users/alice/unlock", headers=ADMIN).get_json() == {
         "username": "alice"
     }
-    for address in ("192.0.2.1", "2001:db8::1"):
+    assert [k for k in user_keys(redis_client, "alice") if "failures" in k] == []
+    for address in ("192.0.2.1", "2001:db8::1", "198.51.100.1"):
         assert login(client, ALICE, address).status_code == 200
 
 

@@ -322,7 +322,7 @@ def test_every_script_touches_only_the_keys_it_is_given():
     """Redis Cluster routes a script by its KEYS: a key built inside the script could live
     in another slot (or node) and is not declared to Redis. Every command's key is a KEYS[i]."""
     scripts = [value for value in vars(redis_store).values() if isinstance(value, Script)]
-    assert len(scripts) == 10
+    assert len(scripts) == 11
     for script in scripts:
         calls = re.findall(r"redis\.call\('(\w+)',\s*([^,)]+)", script.source)
         # the one helper taking a key is called with KEYS[i] only
@@ -470,3 +470,23 @@ def test_only_online_replicas_are_waited_for():
     assert (
         redis_store._online_replicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n") == 0
     )
+
+
+def test_sessions_from_before_the_upgrade_keep_working_and_go_first(store, redis_client):
+    """Sessions recorded before the order set and the account version existed: no order
+    entry, no version in their meta. They refresh (version 0 on both sides) and the session
+    limit ends them first."""
+    old = make_pair()
+    record(store, old)
+    redis_client.delete("test:{kesa}:session-order")
+    redis_client.hdel(f"test:{{kesa}}:session-meta:{old.session_id}", "version")
+    renewed = make_pair(session_id=old.session_id)
+    assert store.rotate_refresh_token(old.refresh_jti, old.refresh_exp, renewed) is (
+        Rotation.ROTATED
+    )
+    redis_client.delete("test:{kesa}:session-order")  # as if the refresh came before, too
+    newer = [make_pair() for _ in range(3)]
+    for pair in newer:
+        record(store, pair, max_sessions=3)
+    assert not active(store, renewed, renewed.access_jti)
+    assert all(active(store, pair, pair.access_jti) for pair in newer)

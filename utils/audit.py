@@ -31,6 +31,7 @@ LOGOUT_ALL = "logout_all"
 SESSION_ENDED = "session_ended"
 PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)
 TOKEN_REVOKED = "token_revoked"  # noqa: S105 (an event name)
+REGISTER_THROTTLED = "register_throttled"
 # SPEC "Administration": an operator's changes, each with ``admin``
 ADMIN_USER_CREATED = "admin_user_created"
 ADMIN_SESSIONS_ENDED = "admin_sessions_ended"
@@ -42,18 +43,17 @@ ADMIN_PASSWORD_SET = "admin_password_set"  # noqa: S105 (an event name)
 USER_DELETED = "user_deleted"
 
 
-def audit(event: str, user: str, sid: str | None = None, admin: str | None = None) -> None:
-    """Record ``event`` for ``user`` (and session ``sid``, and the ``admin`` who acted) in the
-    log and the metrics."""
-    if has_request_context():
-        environ = request.environ
-        fields = {
-            "request_id": environ.get(REQUEST_ID_KEY),
-            "user": user,
-            "client": environ.get(CLIENT_KEY),
-        }
-    else:  # the command line: no request, no client address
-        fields = {"user": user}
+def audit(event: str, user: str | None, sid: str | None = None, admin: str | None = None) -> None:
+    """Record ``event`` for ``user`` (None: no user field), session ``sid`` and the ``admin``
+    who acted in the log and the metrics."""
+    environ = request.environ if has_request_context() else None  # None: the command line
+    fields: dict[str, str | None] = {}
+    if environ is not None:
+        fields["request_id"] = environ.get(REQUEST_ID_KEY)
+    if user is not None:
+        fields["user"] = user
+    if environ is not None:
+        fields["client"] = environ.get(CLIENT_KEY)
     if sid is not None:
         fields["sid"] = sid
     if admin is not None:

@@ -44,18 +44,27 @@ def log_in(username: str, password: str, caller: Caller) -> TokenPair:
 
 
 def check_password(username: str, password: str, caller: Caller) -> int:
-    """A login's check: counted per username and address, 429 beyond LOGIN_MAX_FAILURES,
+    """A login's check: counted per username and address (429 beyond LOGIN_MAX_FAILURES) and
+    per username from every address (429 beyond ACCOUNT_MAX_FAILURES: credential stuffing),
     401 for a wrong password or an unknown user (the same answer, at the same cost), 403 for
     the right password of a disabled account (only then is the account's state told).
-    Returns the account version read with the hash, for the change the check allows."""
+    Returns the account version read with the hash, for the change the check allows.
+
+    The audit lines name the user only when the account exists: what was typed as a
+    username may be a password typed into the wrong field.
+    """
     state = get_state()
     settings = state.settings
     attempt = state.store.begin_login(username, caller.address, settings.login_lock_seconds)
+    known_user = username if attempt.password_hash is not None else None
     if attempt.attempts > settings.login_max_failures:
-        audit.audit(audit.LOGIN_LOCKED, username)
+        audit.audit(audit.LOGIN_LOCKED, known_user)
         raise TooManyAttempts(attempt.retry_after)
+    if attempt.account_attempts > settings.account_max_failures:
+        audit.audit(audit.LOGIN_LOCKED, known_user)
+        raise TooManyAttempts(attempt.account_retry_after)
     if not verify_password(attempt.password_hash, password):
-        audit.audit(audit.LOGIN_FAILED, username)
+        audit.audit(audit.LOGIN_FAILED, known_user)
         raise Unauthorized(BAD_CREDENTIALS)
     if attempt.disabled:
         raise AccountDisabled()

@@ -18,7 +18,11 @@ one user lives in one Redis Cluster slot and each multi-key change can be one at
 * ``P{u}:session-order`` -> sorted set of the same ids scored by when each was last issued
   tokens, a per-user count that only grows (the session limit ends the lowest: exact, where
   seconds would tie), expiring with the user's last session;
-* ``P{u}:login-failures:<address>`` -> attempt counter with the lock window as TTL;
+* ``P{u}:login-failures:<address>`` -> login attempts of the user from one address, and
+  ``P{u}:account-failures`` -> from every address, each with the lock window as TTL;
+* ``P{address:<a>}:registrations`` -> registrations attempted from one client address, with
+  the registration window as TTL (an address's own hash tag: the colon keeps it apart from
+  every username's);
 * ``P{u}:user`` -> hash with the Argon2id ``password`` hash, ``created`` time, the account
   ``version`` (absent = 0; see :meth:`RedisStore.change_account`) and, while an operator has
   disabled the account, ``disabled``. Accounts written by earlier versions under ``Puser:<u>``
@@ -264,19 +268,37 @@ return live
 """
 )
 
-# KEYS = failure counter, account; ARGV = lock seconds
-#   -> {attempts in this window, seconds left, stored password hash or false, account version,
-#       disabled or false}
+# KEYS = the address's and the account's failure counters, account; ARGV = lock seconds
+#   -> {attempts from the address in this window, its seconds left, the same for the account,
+#       stored password hash or false, account version, disabled or false}
 _BEGIN_LOGIN = Script.of(
     """
-local attempts = redis.call('INCR', KEYS[1])
+local counted = {}
+for i = 1, 2 do
+  local attempts = redis.call('INCR', KEYS[i])
+  local ttl = redis.call('TTL', KEYS[i])
+  if ttl < 0 then
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+    ttl = tonumber(ARGV[1])
+  end
+  counted[2 * i - 1], counted[2 * i] = attempts, ttl
+end
+local account = redis.call('HMGET', KEYS[3], 'password', 'version', 'disabled')
+counted[5], counted[6], counted[7] = account[1], account[2] or '0', account[3]
+return counted
+"""
+)
+
+# KEYS = a counter; ARGV = its window in seconds -> {count in this window, seconds left}
+_COUNT = Script.of(
+    """
+local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('TTL', KEYS[1])
 if ttl < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   ttl = tonumber(ARGV[1])
 end
-local account = redis.call('HMGET', KEYS[2], 'password', 'version', 'disabled')
-return {attempts, ttl, account[1], account[2] or '0', account[3]}
+return {count, ttl}
 """
 )
 
@@ -400,12 +422,14 @@ class Session:
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """The attempt's number in the current window, its seconds left, the stored hash, the
-    account version read with it (pass it to :meth:`RedisStore.record_tokens`), and whether an
-    operator disabled the account."""
+    """The attempt's number in the current window from this address and from all (with their
+    seconds left), the stored hash, the account version read with it (pass it to
+    :meth:`RedisStore.record_tokens`), and whether an operator disabled the account."""
 
     attempts: int
     retry_after: int
+    account_attempts: int
+    account_retry_after: int
     password_hash: str | None
     account_version: int
     disabled: bool = False
@@ -525,12 +549,13 @@ class RedisStore:
         """Allowlist a login's pair in a new session, unless the account changed (or went)
         since ``account_version`` was read with the password hash: then False, nothing is
         recorded, and no session issued against a replaced password or a disabled account
-        can survive the change. With ``reset_failures``, also clear the user's failure counter
-        for the caller's address (a success resets it). Beyond ``max_sessions``, the user's
-        least recently issued sessions end (one more round trip, only then)."""
+        can survive the change. With ``reset_failures``, also clear the user's failure
+        counters (the caller's address's and the account's: a success resets them). Beyond
+        ``max_sessions``, the user's least recently issued sessions end (one more round trip,
+        only then)."""
         keys = self._pair_keys(pair)
         if reset_failures:
-            keys.append(self.key(pair.username, "login-failures", caller.address))
+            keys += self._failure_keys(pair.username, caller.address)
         args = [*self._pair_args(pair, caller), account_version, max_sessions]
         recorded, *beyond = self._run(_ISSUE, keys, args)
         if beyond:
@@ -620,7 +645,7 @@ class RedisStore:
         *,
         account_version: int,
     ) -> int:
-        """Store a new hash, clear the caller's failure counter and end every other session of
+        """Store a new hash, clear the caller's failure counters and end every other session of
         the user, if the account is still at ``account_version`` (read when the current
         password was checked); see :meth:`change_account`."""
         return self.change_account(
@@ -628,7 +653,7 @@ class RedisStore:
             {"password": password_hash},
             keep_session=keep_session,
             if_version=account_version,
-            clear=[self.key(username, "login-failures", caller.address)],
+            clear=self._failure_keys(username, caller.address),
         )
 
     def change_account(
@@ -683,20 +708,47 @@ class RedisStore:
         keys = self._session_keys(username, session_ids)
         return int(self._run(_END_SESSIONS, keys, session_ids))
 
+    def _failure_keys(self, username: str, address: str) -> list[str]:
+        """The user's failed-login counters: from this address, and from every address."""
+        return [
+            self.key(username, "login-failures", address),
+            self.key(username, "account-failures"),
+        ]
+
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
-        """Count this attempt and fetch the password hash: one script, one round trip.
+        """Count this attempt (per address and per account) and fetch the password hash: one
+        script, one round trip.
 
         (A resend after a broken connection may count one attempt twice: the safe side.)
         """
-        keys = [self.key(username, "login-failures", address), self.key(username, "user")]
-        attempts, retry_after, password_hash, version, disabled = self._run(
-            _BEGIN_LOGIN, keys, [lock_seconds]
-        )
+        keys = [*self._failure_keys(username, address), self.key(username, "user")]
+        (
+            attempts,
+            retry_after,
+            account_attempts,
+            account_retry_after,
+            password_hash,
+            version,
+            disabled,
+        ) = self._run(_BEGIN_LOGIN, keys, [lock_seconds])
         if not password_hash:  # an adopted account is a new one: version 0
             password_hash = self._adopt_legacy_account(username)
         return LoginAttempt(
-            int(attempts), int(retry_after), password_hash or None, int(version), bool(disabled)
+            int(attempts),
+            int(retry_after),
+            int(account_attempts),
+            int(account_retry_after),
+            password_hash or None,
+            int(version),
+            bool(disabled),
         )
+
+    def count_registration(self, address: str, window_seconds: int) -> tuple[int, int]:
+        """Count a registration attempted from ``address``: its number in the current window
+        and the window's seconds left (one key in the address's own slot, one round trip)."""
+        key = f"{self.prefix}{{address:{address}}}:registrations"
+        count, retry_after = self._run(_COUNT, [key], [window_seconds])
+        return int(count), int(retry_after)
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account, durably (:meth:`run_durably`); False if the username is taken."""
@@ -778,9 +830,12 @@ class RedisStore:
         return True
 
     def clear_login_failures(self, username: str) -> int:
-        """Remove the user's failed-login counters (every address), durably even when there
-        are none (a repeat of an unconfirmed clear waits too); returns how many."""
-        return self._delete_user_keys(username, "login-failures:", durably=True)
+        """Remove the user's failed-login counters, every address's and the account's, a batch
+        per script, each waiting for the replicas (the first always runs: a repeat of an
+        unconfirmed clear waits too); returns how many there were."""
+        batches = [[self.key(username, "account-failures")]]
+        batches += self.user_keys(username, "login-failures:")  # one user's addresses
+        return sum(int(self.run_durably(username, _DELETE_KEYS, keys, [])) for keys in batches)
 
     def _delete_user_keys(self, username: str, kind: str, *, durably: bool) -> int:
         """Delete the keys :meth:`user_keys` finds, a batch per script; with ``durably``, at

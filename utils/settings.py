@@ -47,6 +47,9 @@ class Settings:
     demo_users: tuple[tuple[str, str], ...]
     login_max_failures: int
     login_lock_seconds: int
+    account_max_failures: int
+    register_max_per_address: int
+    register_window_seconds: int
     cookie_mode: bool
     cors_origins: tuple[str, ...]
     trusted_proxies: frozenset[str]

@@ -37,6 +37,20 @@ TOKENS_SCHEMA = {
         "refreshExpiresIn": {"type": "integer"},
     },
 }
+# COOKIE_MODE=true: the tokens are only in HttpOnly cookies; the body carries the CSRF value.
+COOKIE_SESSION_SCHEMA = {
+    "type": "object",
+    "required": ["tokenType", "expiresIn", "refreshExpiresIn", "csrfToken"],
+    "properties": {
+        "tokenType": {"const": "Bearer"},
+        "expiresIn": {"type": "integer"},
+        "refreshExpiresIn": {"type": "integer"},
+        "csrfToken": {"type": "string"},
+    },
+    "not": {
+        "anyOf": [{"required": ["accessToken"]}, {"required": ["refreshToken"]}],
+    },
+}
 NEW_ACCOUNT_SCHEMA = {
     "type": "object",
     "required": ["username", "password"],
@@ -114,11 +128,12 @@ ERROR_MEANINGS = {
     "404": "Not found.",
     "409": "The username is taken.",
     "413": "The request body is over the limit.",
-    "429": "Too many failed logins for this username and client; see Retry-After.",
+    "429": "Too many failed logins (for this username and client, or for this username from "
+    "every client), or registrations from this client; see Retry-After.",
     "503": (
         "Redis is unreachable, or (logout, logout-all, ending a session, a password change, "
-        "revocation, registration) the change could not be confirmed on enough Redis replicas "
-        "and the request may be repeated; see Retry-After."
+        "revocation, registration, every /admin change) the change could not be confirmed on "
+        "enough Redis replicas and the request may be repeated; see Retry-After."
     ),
 }
 # Every route may answer these: a malformed request, a body over the limit, Redis failing.
@@ -190,7 +205,17 @@ ACCESS_TOKEN = [{"bearer": []}, {"queryToken": []}, {"cookieToken": []}]
 REFRESH_TOKEN = [{"bearer": []}, {"queryToken": []}, {"refreshCookie": []}]
 OPTIONAL_ACCESS_TOKEN = [*ACCESS_TOKEN, {}]
 
-TOKENS = _json("An access and a refresh token (never cached).", TOKENS_SCHEMA)
+TOKENS = _json(
+    "An access and a refresh token (never cached). With COOKIE_MODE=true no token: they are "
+    f"set as HttpOnly cookies ({ACCESS_COOKIE}, {REFRESH_COOKIE}) beside the readable "
+    "csrf_token cookie, whose value the body repeats for the X-CSRF-Token header.",
+    {
+        "oneOf": [
+            {"$ref": "#/components/schemas/Tokens"},
+            {"$ref": "#/components/schemas/CookieSession"},
+        ]
+    },
+)
 PUBLIC, USER, OAUTH, OPERATIONS_TAG = ("public",), ("user",), ("oauth",), ("operations",)
 ADMIN_TAG = ("admin",)
 ADMIN_CLIENT = [{"adminClient": []}]
@@ -220,7 +245,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                         "properties": {"username": {"type": "string"}},
                     },
                 ),
-                **_errors("400", "409"),
+                **_errors("400", "409", "429"),
             },
             tags=PUBLIC,
             body=_body(NEW_ACCOUNT_SCHEMA, FORM, JSON),
@@ -412,7 +437,10 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "post": _operation(
             "RFC 6749 token endpoint: the password and refresh_token grants.",
             {
-                "200": _json("Tokens (never cached).", OAUTH_TOKENS_SCHEMA),
+                "200": _json(
+                    "Tokens (never cached), in the body whatever COOKIE_MODE says; no cookie.",
+                    OAUTH_TOKENS_SCHEMA,
+                ),
                 "400": _oauth_error(
                     "invalid_request, unsupported_grant_type, or invalid_grant (bad credentials "
                     "or a bad, spent or revoked refresh token)."
@@ -696,6 +724,7 @@ def openapi_document() -> dict[str, Any]:
                 "Error": ERROR_SCHEMA,
                 "OAuthError": OAUTH_ERROR_SCHEMA,
                 "Tokens": TOKENS_SCHEMA,
+                "CookieSession": COOKIE_SESSION_SCHEMA,
             },
             "parameters": {
                 "RequestId": {
