@@ -208,10 +208,6 @@ def run(operation: Callable[..., Result], *args: object) -> Result:
             return operation(*args)
         except ApiError as error:
             raise click.ClickException(error.message) from None
-        except NotReplicated as error:
-            raise click.ClickException(
-                f"The change was made on the Redis primary, but {error}; run the command again."
-            ) from None
 
 
 def cli_admin() -> str:
@@ -233,6 +229,11 @@ def redis_errors_in_one_line(store: RedisStore) -> Iterator[None]:
     """A Redis failure becomes one line naming the server (its password hidden), no traceback."""
     try:
         yield
+    except NotReplicated as error:
+        raise click.ClickException(
+            f"Redis made the change, but {error} in time (REDIS_WAIT_TIMEOUT_MS): a failover "
+            "now could lose it; run the command again once the replicas catch up"
+        ) from None
     except RedisError as error:
         pool = getattr(store.client, "connection_pool", None)  # a cluster client has none
         kwargs = pool.connection_kwargs if pool is not None else {}

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import pytest
 
@@ -135,10 +136,10 @@ def test_every_admin_change_waits_for_the_replica(sentinel_group):
     # resumed: a repeat is confirmed; the changes were made (the delete's sweep included)
     assert client.post("/admin/users", headers=ADMIN, json=bob).status_code == 409
     assert client.delete("/admin/users/alice", headers=ADMIN).status_code == 404
-    primary = service_client("redis://127.0.0.1/0", **group.environ)
-    # nothing but the durable-change mechanism's own short-lived mark (utils/redis.py)
-    assert primary.keys("jwt:{alice}*") == ["jwt:{alice}:replicated"]
-    assert 0 < primary.ttl("jwt:{alice}:replicated") <= MARK_SECONDS
+    with closing(service_client("redis://127.0.0.1/0", **group.environ)) as primary:
+        # nothing but the durable-change mechanism's own short-lived mark (utils/redis.py)
+        assert primary.keys("jwt:{alice}*") == ["jwt:{alice}:replicated"]
+        assert 0 < primary.ttl("jwt:{alice}:replicated") <= MARK_SECONDS
     assert client.post("/public/login", data=ALICE).status_code == 401
 
 
@@ -148,4 +149,5 @@ def _no_leftover_users(request):
     yield
     if "sentinel_group" in request.fixturenames:
         group = request.getfixturevalue("sentinel_group")
-        service_client("redis://127.0.0.1/0", **group.environ).flushall()
+        with closing(service_client("redis://127.0.0.1/0", **group.environ)) as primary:
+            primary.flushall()

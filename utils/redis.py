@@ -68,7 +68,7 @@ from utils.users import USERNAME_PATTERN
 Client = redis.Redis | RedisCluster
 NOEVICTION = "noeviction"
 MARK_SECONDS = 60
-# Replies that say a cluster's slot has moved (a failover, a resharding): the slot map is old.
+# A cluster node's replies that the client's slot map is old (a failover, a resharding).
 _SLOT_MOVED = (
     redis.exceptions.AskError,
     redis.exceptions.TryAgainError,
