@@ -37,6 +37,8 @@ DEV_ENV = {"APP_ENV": "development"}
 SERVICE_VARIABLES = frozenset(
     {
         "ACCESS_TOKEN_TTL",
+        "ADMIN_ALLOW_IPS",
+        "ADMIN_CLIENTS",
         "ACCOUNT_MAX_FAILURES",
         "ALLOWLIST_CACHE_SECONDS",
         "APP_ENV",
