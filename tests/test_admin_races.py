@@ -70,8 +70,9 @@ def test_disable_racing_a_refresh_and_a_login(app, topology):
 
 def test_delete_racing_a_login(app, topology):
     """After the race the account is gone with every token: a login that recorded first was
-    ended by the delete, one that came later found no account. All that may remain is the
-    failure count a later attempt at the (now unknown) name writes, with its TTL."""
+    ended by the delete, one that came later found no account. All that may remain are the
+    attempt counts (per address, per account) that an attempt at the name, now unknown, writes
+    after the delete's sweep, with their TTL."""
     for _ in range(ROUNDS):
         assert admin(app, "POST", "/admin/users", json=ALICE).status_code == 201
         tokens = sign_in(app).get_json()
@@ -83,7 +84,8 @@ def test_delete_racing_a_login(app, topology):
         assert logged_in.status_code in (200, 401)
         assert_dead(app, tokens, *issued(logged_in))
         left = user_keys(topology, "alice")
-        assert all(":login-failures:" in key for key in left), left
+        counters = ("jwt:{alice}:login-failures:", "jwt:{alice}:account-failures")
+        assert all(key.startswith(counters) for key in left), left
         assert all(topology.ttl(key) > 0 for key in left)
         assert admin(app, "GET", "/admin/users/alice").status_code == 404
         for key in left:  # the next round starts from nothing

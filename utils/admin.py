@@ -48,7 +48,9 @@ def read_page(cursor: str | None, limit: str | None) -> tuple[AccountsCursor | N
     query text; BadRequest for anything else."""
     page = DEFAULT_PAGE
     if limit is not None and limit != "":
-        if not limit.isascii() or not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+        if not (limit.isascii() and limit.isdigit() and len(limit) <= 4) or not (
+            1 <= int(limit) <= MAX_PAGE
+        ):
             raise BadRequest(f"The limit must be an integer from 1 to {MAX_PAGE}.")
         page = int(limit)
     if not cursor:
