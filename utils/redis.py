@@ -109,8 +109,9 @@ end
 # most sessions a user may have, KEYS[8..] = failure counters a success clears
 #   -> {0} when the account changed (or went) since its password was checked: nothing recorded;
 #      else {1, the ids of the least recently issued sessions beyond the limit...} (their keys
-#      are not known here, so the caller ends them). Ids in the order set whose session has
-#      gone are dropped from it on the way.
+#      are not known here, so the caller ends them; they leave the order set here). Ids in
+#      the order set whose session has gone are dropped from it on the way (a walk over the
+#      set only when its size says some are there).
 _ISSUE = Script.of(
     _RECORD_PAIR
     + """
@@ -119,24 +120,25 @@ record_pair()
 redis.call('HSET', KEYS[5], 'version', ARGV[10])
 for i = 8, #KEYS do redis.call('DEL', KEYS[i]) end
 local live = redis.call('ZCARD', KEYS[4])
+if redis.call('ZCARD', KEYS[7]) ~= live then  -- drop the ids of sessions that ended since
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+    if not redis.call('ZSCORE', KEYS[4], sid) then redis.call('ZREM', KEYS[7], sid) end
+  end
+end
 local excess = live - tonumber(ARGV[11])
 local beyond = {1}
-if excess > 0 then  -- sessions recorded before the order set existed are the oldest
+if excess <= 0 then return beyond end
+if redis.call('ZCARD', KEYS[7]) < live then  -- sessions recorded before the order set: oldest
   for _, sid in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
     if #beyond <= excess and not redis.call('ZSCORE', KEYS[7], sid) then
       beyond[#beyond + 1] = sid
     end
   end
 end
-if excess > 0 or redis.call('ZCARD', KEYS[7]) > live then
-  for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
-    if not redis.call('ZSCORE', KEYS[4], sid) then
-      redis.call('ZREM', KEYS[7], sid)
-    elseif #beyond <= excess and sid ~= ARGV[2] then
-      beyond[#beyond + 1] = sid
-    end
-  end
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, excess)) do
+  if #beyond <= excess and sid ~= ARGV[2] then beyond[#beyond + 1] = sid end
 end
+for i = 2, #beyond do redis.call('ZREM', KEYS[7], beyond[i]) end  -- the caller ends them
 return beyond
 """
 )
