@@ -196,8 +196,8 @@ def test_a_single_page_app_on_another_origin_never_sees_a_token(browser, pages, 
     assert new_csrf != csrf and refreshed["cookie"] == f"csrf_token={new_csrf}"
     assert call(browser, "/user/welcome")["status"] == 200
 
-    # a page on an origin not in CORS_ORIGINS: the browser keeps every answer from its script,
-    # even though the session's cookies go with the request (same site, other origin)
+    # a page on an origin not in CORS_ORIGINS (same host, another port): the service answers
+    # it with no CORS header, so the browser keeps every answer from the page's script
     browser.get(stranger_page.origin + "/")
     for path in ("/user/welcome", "/public/feed"):
         stranger = call(browser, path)

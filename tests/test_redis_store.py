@@ -490,3 +490,21 @@ def test_sessions_from_before_the_upgrade_keep_working_and_go_first(store, redis
         record(store, pair, max_sessions=3)
     assert not active(store, renewed, renewed.access_jti)
     assert all(active(store, pair, pair.access_jti) for pair in newer)
+
+
+def test_every_way_a_session_ends_takes_it_out_of_the_order_set(store, redis_client):
+    """So that a login at the limit reads only the oldest ids, with no sweep (utils/redis.py)."""
+    pairs = [make_pair() for _ in range(4)]
+    for pair in pairs:
+        record(store, pair)
+    store.end_session("kesa", pairs[0].session_id)
+    store.end_own_session("kesa", pairs[1].session_id)
+    spent = make_pair(session_id=pairs[2].session_id)
+    store.rotate_refresh_token(pairs[2].refresh_jti, pairs[2].refresh_exp, spent)
+    thief = make_pair(session_id=pairs[2].session_id)
+    assert store.rotate_refresh_token(pairs[2].refresh_jti, pairs[2].refresh_exp, thief) is (
+        Rotation.REUSED
+    )
+    assert redis_client.zrange("test:{kesa}:session-order", 0, -1) == [pairs[3].session_id]
+    store.change_account("kesa", {"password": "new"})
+    assert not redis_client.exists("test:{kesa}:session-order")

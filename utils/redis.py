@@ -123,8 +123,9 @@ end
 # most sessions a user may have, KEYS[8..] = failure counters a success clears
 #   -> {0} when the account changed (or went) since its password was checked: nothing recorded;
 #      else {1, the ids of the least recently issued sessions beyond the limit...} (their keys
-#      are not known here, so the caller ends them). Ids in the order set whose session has
-#      gone are dropped from it on the way.
+#      are not known here, so the caller ends them). Every script that ends a session removes
+#      it from the order set too; the ids of sessions that expired are dropped here, in a walk
+#      over the set only when its size says some are left.
 _ISSUE = Script.of(
     _RECORD_PAIR
     + """
@@ -133,23 +134,23 @@ record_pair()
 redis.call('HSET', KEYS[5], 'version', ARGV[10])
 for i = 8, #KEYS do redis.call('DEL', KEYS[i]) end
 local live = redis.call('ZCARD', KEYS[4])
+if redis.call('ZCARD', KEYS[7]) ~= live then  -- drop the ids of sessions that ended since
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+    if not redis.call('ZSCORE', KEYS[4], sid) then redis.call('ZREM', KEYS[7], sid) end
+  end
+end
 local excess = live - tonumber(ARGV[11])
 local beyond = {1}
-if excess > 0 then  -- sessions recorded before the order set existed are the oldest
+if excess <= 0 then return beyond end
+if redis.call('ZCARD', KEYS[7]) < live then  -- sessions recorded before the order set: oldest
   for _, sid in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
     if #beyond <= excess and not redis.call('ZSCORE', KEYS[7], sid) then
       beyond[#beyond + 1] = sid
     end
   end
 end
-if excess > 0 or redis.call('ZCARD', KEYS[7]) > live then
-  for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
-    if not redis.call('ZSCORE', KEYS[4], sid) then
-      redis.call('ZREM', KEYS[7], sid)
-    elseif #beyond <= excess and sid ~= ARGV[2] then
-      beyond[#beyond + 1] = sid
-    end
-  end
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, excess)) do
+  if #beyond <= excess and sid ~= ARGV[2] then beyond[#beyond + 1] = sid end
 end
 return beyond
 """
@@ -168,6 +169,7 @@ if redis.call('EXISTS', KEYS[3]) == 1
     and (redis.call('HGET', KEYS[5], 'version') or '0') ~= account_version() then
   redis.call('DEL', KEYS[3], KEYS[5])
   redis.call('ZREM', KEYS[4], ARGV[2])
+  redis.call('ZREM', KEYS[7], ARGV[2])
   return 0
 end
 local spent = redis.call('GET', KEYS[9])
@@ -189,34 +191,37 @@ if spent then
   end
   redis.call('DEL', KEYS[3], KEYS[5])
   redis.call('ZREM', KEYS[4], ARGV[2])
+  redis.call('ZREM', KEYS[7], ARGV[2])
   return -1
 end
 return 0
 """
 )
 
-# KEYS = the user's sessions, then each session's record and meta, in ARGV's sid order
-#   -> how many token records the sessions held.
+# KEYS = the user's sessions, session order, then each session's record and meta, in ARGV's
+# sid order -> how many token records the sessions held.
 _END_SESSIONS = Script.of(
     """
 local ended = 0
 for i, sid in ipairs(ARGV) do
-  ended = ended + redis.call('ZCARD', KEYS[2 * i])
-  redis.call('DEL', KEYS[2 * i], KEYS[2 * i + 1])
+  ended = ended + redis.call('ZCARD', KEYS[2 * i + 1])
+  redis.call('DEL', KEYS[2 * i + 1], KEYS[2 * i + 2])
   redis.call('ZREM', KEYS[1], sid)
+  redis.call('ZREM', KEYS[2], sid)
 end
 return ended
 """
 )
 
-# KEYS = the user's sessions, the session's record and meta; ARGV = sid, now
+# KEYS = the user's sessions, session order, the session's record and meta; ARGV = sid, now
 #   -> 1 when it was a live session of the user and ended, 0 when it was none.
 _END_OWN_SESSION = Script.of(
     """
 local last_exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not last_exp or tonumber(last_exp) <= tonumber(ARGV[2]) then return 0 end
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 )
@@ -230,8 +235,8 @@ return listed
 """
 )
 
-# KEYS[1..3] = account, user's sessions, the kept session's meta; then each ended session's
-# record and meta in the sid order below; then keys to delete (counters).
+# KEYS[1..4] = account, user's sessions, session order, the kept session's meta; then each
+# ended session's record and meta in the sid order below; then keys to delete (counters).
 # ARGV[1..5] = now, kept sid ('' for none), expected version ('' for any), F = how many field
 # pairs, S = how many sids; then F field/value pairs to set; then S sids (every session of the
 # user but the kept one, as read just before)
@@ -254,16 +259,17 @@ for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
 end
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 for i = 1, fields do redis.call('HSET', KEYS[1], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
-if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'version', version) end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'version', version) end
 local live = 0
 for i = 1, count do
   local sid = ARGV[first_sid + i]
   local last_exp = redis.call('ZSCORE', KEYS[2], sid)
   if last_exp and tonumber(last_exp) > now then live = live + 1 end
-  redis.call('DEL', KEYS[2 + 2 * i], KEYS[3 + 2 * i])
+  redis.call('DEL', KEYS[3 + 2 * i], KEYS[4 + 2 * i])
   redis.call('ZREM', KEYS[2], sid)
+  redis.call('ZREM', KEYS[3], sid)
 end
-for i = 4 + 2 * count, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 5 + 2 * count, #KEYS do redis.call('DEL', KEYS[i]) end
 return live
 """
 )
@@ -686,9 +692,9 @@ class RedisStore:
                 for sid in self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
                 if sid != keep_session
             ]
-            sessions, *ended = self._session_keys(username, others)
+            sessions, order, *ended = self._session_keys(username, others)
             kept_meta = self.key(username, "session-meta", keep_session or "")
-            keys = [self.key(username, "user"), sessions, kept_meta, *ended, *clear]
+            keys = [self.key(username, "user"), sessions, order, kept_meta, *ended, *clear]
             args = [self._now(), keep_session or "", expected, len(fields), len(others)]
             outcome = int(
                 self.run_durably(username, _CHANGE_ACCOUNT, keys, [*args, *pairs, *others])
@@ -698,8 +704,8 @@ class RedisStore:
         raise AccountBusy(f"sessions kept changing while the account of {username!r} changed")
 
     def _session_keys(self, username: str, session_ids: list[str]) -> list[str]:
-        """The user's sessions set, then each session's record and meta key."""
-        keys = [self.key(username, "sessions")]
+        """The user's sessions and session-order sets, then each session's record and meta."""
+        keys = [self.key(username, "sessions"), self.key(username, "session-order")]
         for sid in session_ids:
             keys += [self.key(username, "session", sid), self.key(username, "session-meta", sid)]
         return keys
