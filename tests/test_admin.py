@@ -12,6 +12,7 @@ import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from redis.cluster import RedisCluster
 
 from initialize import create_app
 from initialize.config import ConfigError
@@ -442,6 +443,7 @@ def test_listing_pages_through_every_account_once(admin_app, redis_client):
     pipe.execute()
     names.add("kesa")
     client = admin_app.test_client()
+    nodes = set()
     for limit in (7, 500):
         listed, cursor, pages = [], "", 0
         while cursor is not None:
@@ -451,8 +453,12 @@ def test_listing_pages_through_every_account_once(admin_app, redis_client):
             assert len(body["users"]) <= limit
             listed += body["users"]
             cursor, pages = body["next"], pages + 1
+            nodes.add(cursor and cursor.split("-")[0])
             assert pages <= len(names)
         assert sorted(listed) == sorted(names), limit
+    if isinstance(redis_client, RedisCluster):  # the cursor named each primary in turn
+        primaries = redis_client.get_primaries()
+        assert len(nodes - {None}) == len(primaries) == 3
     default = client.get("/admin/users", headers=ADMIN).get_json()
     assert len(default["users"]) == 100 and default["next"]
 
