@@ -50,6 +50,7 @@ CLIENT_CREDENTIAL_PATTERN = re.compile(r"[A-Za-z0-9._~-]+")
 MIN_CLIENT_SECRET_LENGTH = 16
 LOG_FORMATS = ("json", "text")
 DEFAULT_METRICS_ALLOW_IPS = "127.0.0.1,::1"
+DEFAULT_ADMIN_ALLOW_IPS = "127.0.0.1,::1"
 # "threads" is this project's threaded worker (initialize/thread_worker.py, Linux's epoll);
 # the others are gunicorn's own that run this WSGI app with what requirements.txt installs.
 WORKER_CLASSES = ("threads", "gthread", "sync")
@@ -102,13 +103,18 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         demo_users=_demo_users(environ.get("DEMO_USERS", default_demo_users)),
         login_max_failures=_positive_int(environ, "LOGIN_MAX_FAILURES", 10),
         login_lock_seconds=_positive_int(environ, "LOGIN_LOCK_SECONDS", 900),
+        account_max_failures=_positive_int(environ, "ACCOUNT_MAX_FAILURES", 100),
+        register_max_per_address=_positive_int(environ, "REGISTER_MAX_PER_ADDRESS", 10),
+        register_window_seconds=_positive_int(environ, "REGISTER_WINDOW_SECONDS", 3600),
         cookie_mode=_boolean(environ, "COOKIE_MODE", False),
         cors_origins=_cors_origins(environ.get("CORS_ORIGINS", "")),
         trusted_proxies=parse_trusted_proxies(
             environ.get("FORWARDED_ALLOW_IPS", DEFAULT_TRUSTED_PROXIES)
         ),
         max_content_length=_positive_int(environ, "MAX_CONTENT_LENGTH", 10 * 1024 * 1024),
-        introspection_clients=_introspection_clients(environ.get("INTROSPECTION_CLIENTS", "")),
+        introspection_clients=_clients(environ, "INTROSPECTION_CLIENTS"),
+        admin_clients=_clients(environ, "ADMIN_CLIENTS"),
+        admin_allow_ips=_networks(environ, "ADMIN_ALLOW_IPS", DEFAULT_ADMIN_ALLOW_IPS),
         max_sessions_per_user=_positive_int(environ, "MAX_SESSIONS_PER_USER", 100),
         refresh_reuse_grace_seconds=_non_negative_int(environ, "REFRESH_REUSE_GRACE_SECONDS", 0),
         log_format=_choice(
@@ -298,21 +304,20 @@ def _cors_origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
-def _introspection_clients(raw: str) -> tuple[tuple[str, str], ...]:
-    """``id:secret,…`` for the resource servers that may call /oauth/introspect."""
+def _clients(environ: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """``id:secret,…``: the HTTP Basic clients of /oauth/introspect or of /admin."""
     clients = []
-    for entry in filter(None, (part.strip() for part in raw.split(","))):
+    for entry in filter(None, (part.strip() for part in environ.get(name, "").split(","))):
         client_id, _, secret = entry.partition(":")
         if not CLIENT_CREDENTIAL_PATTERN.fullmatch(client_id) or not (
             CLIENT_CREDENTIAL_PATTERN.fullmatch(secret)
         ):
             raise ConfigError(
-                "INTROSPECTION_CLIENTS",
-                "must be id:secret pairs separated by commas, of A-Z a-z 0-9 . _ ~ -",
+                name, "must be id:secret pairs separated by commas, of A-Z a-z 0-9 . _ ~ -"
             )
         if len(secret) < MIN_CLIENT_SECRET_LENGTH:
             raise ConfigError(
-                "INTROSPECTION_CLIENTS",
+                name,
                 f"has a secret shorter than {MIN_CLIENT_SECRET_LENGTH} characters "
                 f"(client {client_id!r})",
             )

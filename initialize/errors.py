@@ -11,6 +11,8 @@ from flask import jsonify
 from flask import request
 from werkzeug.exceptions import HTTPException
 
+from middleware.admin import admin_visible
+from routers.admin import ADMIN_PATH
 from routers.oauth import OAUTH_BLUEPRINT
 from utils.errors import ApiError
 from utils.errors import ServiceUnavailable
@@ -55,6 +57,12 @@ def error_response(
     return response
 
 
+def _hidden_admin_path() -> bool:
+    """A 405 would tell whoever may not see ``/admin`` that the path exists (SPEC: 404 as
+    for an unknown path)."""
+    return request.path.startswith(ADMIN_PATH) and not admin_visible()
+
+
 def register_error_handlers(app: Flask) -> None:
     """Map our errors, Werkzeug's HTTP errors, Redis outages and bugs to JSON."""
 
@@ -67,6 +75,8 @@ def register_error_handlers(app: Flask) -> None:
     def handle_http_exception(error: HTTPException) -> Response | HTTPException:
         if error.code is None or error.code < HTTPStatus.BAD_REQUEST:
             return error  # routing redirects (e.g. a missing trailing slash) stay redirects
+        if error.code == HTTPStatus.METHOD_NOT_ALLOWED and _hidden_admin_path():
+            return error_response(HTTPStatus.NOT_FOUND, HTTP_MESSAGES[HTTPStatus.NOT_FOUND])
         headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
         message = HTTP_MESSAGES.get(error.code, f"{error.name}.")
         return error_response(error.code, message, headers)

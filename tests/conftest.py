@@ -37,6 +37,9 @@ DEV_ENV = {"APP_ENV": "development"}
 SERVICE_VARIABLES = frozenset(
     {
         "ACCESS_TOKEN_TTL",
+        "ADMIN_ALLOW_IPS",
+        "ADMIN_CLIENTS",
+        "ACCOUNT_MAX_FAILURES",
         "ALLOWLIST_CACHE_SECONDS",
         "APP_ENV",
         "BIND",
@@ -77,6 +80,8 @@ SERVICE_VARIABLES = frozenset(
         "REDIS_URL",
         "REFRESH_REUSE_GRACE_SECONDS",
         "REFRESH_TOKEN_TTL",
+        "REGISTER_MAX_PER_ADDRESS",
+        "REGISTER_WINDOW_SECONDS",
         "STOP_TIMEOUT",
         "TOKEN_LOOKUP",
         "WEB_CONCURRENCY",
@@ -301,6 +306,17 @@ class AuthActions:
         )
         assert response.status_code == 200, response.get_json()
         return response.get_json()
+
+    def oauth_login(self, username: str = "kesa", password: str = "123") -> dict:
+        """Tokens from the password grant, as a native app gets them (in cookie mode too),
+        under the names /public/login uses."""
+        response = self.client.post(
+            "/oauth/token",
+            data={"grant_type": "password", "username": username, "password": password},
+        )
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        return {"accessToken": body["access_token"], "refreshToken": body["refresh_token"]}
 
     @staticmethod
     def bearer(token: str) -> dict[str, str]:

@@ -22,6 +22,7 @@ from initialize.redis import build_allowlist_cache
 from tests.conftest import DEV_ENV
 from tests.test_redis_store import active
 from tests.test_redis_store import make_pair
+from tests.test_redis_store import record
 from utils.allowlist_cache import AllowlistCache
 from utils.redis import RedisStore
 
@@ -74,7 +75,7 @@ def _answered_alone(store: RedisStore, pair, client: redis.Redis) -> bool:
 
 def test_a_known_active_token_is_checked_without_a_round_trip(worker, real_redis):
     pair = make_pair()
-    worker.record_tokens(pair)
+    record(worker, pair)
     before = exists_calls(real_redis)
     assert all(active(worker, pair, pair.access_jti) for _ in range(20))
     assert exists_calls(real_redis) - before <= 2  # the first answer may predate a report
@@ -84,7 +85,7 @@ def test_a_revocation_elsewhere_is_seen_on_the_next_check(worker, other_worker, 
     """No sleep: Redis has sent the change before it answered the revoking command."""
     for _ in range(30):
         pair = make_pair()
-        worker.record_tokens(pair)
+        record(worker, pair)
         remember(worker, pair, real_redis)
         other_worker.end_session(pair.username, pair.session_id)
         assert not active(worker, pair, pair.access_jti)
@@ -100,7 +101,7 @@ def test_an_unknown_or_revoked_token_is_never_remembered(worker, real_redis):
 
 def test_a_flush_forgets_every_answer(worker, real_redis):
     pair = make_pair()
-    worker.record_tokens(pair)
+    record(worker, pair)
     remember(worker, pair, real_redis)
     real_redis.flushdb()
     assert not active(worker, pair, pair.access_jti)
@@ -112,7 +113,7 @@ def test_an_expired_record_is_forgotten(real_redis):
     store = cached_store(real_redis, ALLOWLIST_CACHE_SECONDS="60")
     try:
         pair = make_pair()
-        store.record_tokens(pair)
+        record(store, pair)
         remember(store, pair, real_redis)
         real_redis.pexpire(store.key(pair.username, "token", pair.access_jti), 20)
         assert wait_until(
@@ -126,7 +127,7 @@ def test_answers_are_reused_for_max_age_at_most(real_redis):
     store = cached_store(real_redis, ALLOWLIST_CACHE_SECONDS="0.2")
     try:
         pair = make_pair()
-        store.record_tokens(pair)
+        record(store, pair)
         remember(store, pair, real_redis)
         time.sleep(0.3)
         before = exists_calls(real_redis)
@@ -159,7 +160,7 @@ def test_an_answer_fetched_across_a_change_is_not_kept(real_redis):
 
 def test_a_lost_tracking_connection_sends_every_check_to_redis(worker, other_worker, real_redis):
     pair = make_pair()
-    worker.record_tokens(pair)
+    record(worker, pair)
     remember(worker, pair, real_redis)
     killed = pubsub_ids(real_redis)
     real_redis.client_kill_filter(_type="pubsub")  # the tracking connection
@@ -167,7 +168,7 @@ def test_a_lost_tracking_connection_sends_every_check_to_redis(worker, other_wor
     assert not active(worker, pair, pair.access_jti)
 
     fresh = make_pair()
-    worker.record_tokens(fresh)
+    record(worker, fresh)
     remember(worker, fresh, real_redis)  # tracking is back, on a new connection
     assert pubsub_ids(real_redis) - killed
 
@@ -194,7 +195,7 @@ def test_a_server_refusing_tracking_is_asked_every_time():
     settings = load_settings({**DEV_ENV, "REDIS_KEY_PREFIX": PREFIX})
     store = RedisStore(client, PREFIX, build_allowlist_cache(settings, client))
     pair = make_pair()
-    store.record_tokens(pair)
+    record(store, pair)
     assert active(store, pair, pair.access_jti) and active(store, pair, pair.access_jti)
     store.end_session(pair.username, pair.session_id)
     assert not active(store, pair, pair.access_jti)
@@ -318,7 +319,7 @@ def test_a_tracking_connection_gone_silent_stops_the_cache_within_max_age(
     try:
         assert wait_until(lambda: cache.current() is not None, timeout=5, interval=0.01)
         pair = make_pair()
-        store.record_tokens(pair)
+        record(store, pair)
         remember(store, pair, real_redis)
 
         proxy.freeze()
@@ -329,7 +330,7 @@ def test_a_tracking_connection_gone_silent_stops_the_cache_within_max_age(
         assert not active(store, pair, pair.access_jti)
         # Nothing is answered from memory, not even a token checked since
         fresh = make_pair()
-        store.record_tokens(fresh)
+        record(store, fresh)
         before = exists_calls(real_redis)
         assert all(active(store, fresh, fresh.access_jti) for _ in range(5))
         assert exists_calls(real_redis) - before == 5
@@ -385,7 +386,7 @@ def test_a_backlog_of_changes_is_applied_before_any_answer_is_used(
     """Thousands of changes queued on the connection: a check never uses an answer while
     some are unread (it asks Redis), and the cache comes back once they are read."""
     pair = make_pair()
-    worker.record_tokens(pair)
+    record(worker, pair)
     remember(worker, pair, real_redis)
     with real_redis.pipeline(transaction=False) as pipe:
         for i in range(5000):
@@ -396,21 +397,21 @@ def test_a_backlog_of_changes_is_applied_before_any_answer_is_used(
     other_worker.end_session(pair.username, pair.session_id)
     assert not active(worker, pair, pair.access_jti)
     fresh = make_pair()
-    worker.record_tokens(fresh)
+    record(worker, fresh)
     remember(worker, fresh, real_redis)
     assert not active(worker, pair, pair.access_jti)
 
 
 def test_a_forked_child_tracks_on_a_connection_of_its_own(worker, real_redis):
     pair = make_pair()
-    worker.record_tokens(pair)
+    record(worker, pair)
     remember(worker, pair, real_redis)
     ids = pubsub_ids(real_redis)
     child = os.fork()
     if child == 0:  # pragma: no cover - the child reports through its exit status
         try:
             fresh = make_pair()
-            worker.record_tokens(fresh)
+            record(worker, fresh)
             remember(worker, fresh, real_redis)
             code = 0 if pubsub_ids(real_redis) - ids else 1  # answered from memory, on its own
         except BaseException:
@@ -423,5 +424,5 @@ def test_a_forked_child_tracks_on_a_connection_of_its_own(worker, real_redis):
 
 def make_pair_recorded(store: RedisStore):
     pair = make_pair()
-    store.record_tokens(pair)
+    record(store, pair)
     return pair

@@ -115,6 +115,74 @@ class TestLoginLockout:
         other_address = {"REMOTE_ADDR": "10.9.9.9"}
         assert client.post("/public/login", data=bad, environ_base=other_address).status_code == 401
 
+    def test_one_username_is_limited_across_every_address(self, make_app, redis_client):
+        """Credential stuffing from many addresses: ACCOUNT_MAX_FAILURES counts them all."""
+        client = make_app(LOGIN_MAX_FAILURES="5", ACCOUNT_MAX_FAILURES="3").test_client()
+        for name in ("kesa", "ghost"):  # unknown usernames count alike
+            bad = {"username": name, "password": "nope"}
+            statuses = [
+                client.post(
+                    "/public/login", data=bad, environ_base={"REMOTE_ADDR": f"10.0.0.{n}"}
+                ).status_code
+                for n in range(4)
+            ]
+            assert statuses == [401, 401, 401, 429], name
+        locked = client.post(
+            "/public/login",
+            data={"username": "kesa", "password": "123"},
+            environ_base={"REMOTE_ADDR": "10.0.0.99"},
+        )
+        assert locked.status_code == 429 and locked.get_json()["code"] == 429
+        assert 0 < int(locked.headers["Retry-After"]) <= 900
+        key = "jwt:{kesa}:account-failures"
+        assert 0 < redis_client.ttl(key) <= 900  # every counter expires with its window
+        assert all(0 < redis_client.ttl(k) <= 900 for k in redis_client.keys("jwt:*failures*"))
+
+    def test_a_success_resets_the_account_count(self, make_app):
+        client = make_app(LOGIN_MAX_FAILURES="5", ACCOUNT_MAX_FAILURES="2").test_client()
+        bad = {"username": "kesa", "password": "nope"}
+        client.post("/public/login", data=bad, environ_base={"REMOTE_ADDR": "10.0.0.1"})
+        good = client.post("/public/login", data={"username": "kesa", "password": "123"})
+        assert good.status_code == 200
+        statuses = [
+            client.post(
+                "/public/login", data=bad, environ_base={"REMOTE_ADDR": f"10.0.1.{n}"}
+            ).status_code
+            for n in range(3)
+        ]
+        assert statuses == [401, 401, 429]
+
+
+class TestRegistrationLimit:
+    def test_every_attempt_from_one_address_counts_then_429(self, make_app, redis_client):
+        client = make_app(REGISTER_MAX_PER_ADDRESS="3", REGISTER_WINDOW_SECONDS="120").test_client()
+        attempts = [
+            {"username": "newbie", "password": "a-long-password"},
+            {"username": "newbie", "password": "a-long-password"},  # 409, but a hash was paid
+            {"username": "other1", "password": "a-long-password"},
+        ]
+        statuses = [client.post("/public/register", data=body).status_code for body in attempts]
+        assert statuses == [201, 409, 201]
+        throttled = client.post(
+            "/public/register", data={"username": "other2", "password": "a-long-password"}
+        )
+        assert throttled.status_code == 429 and throttled.get_json()["code"] == 429
+        assert 0 < int(throttled.headers["Retry-After"]) <= 120
+        assert not redis_client.exists("jwt:{other2}:user")  # nothing was created
+        (key,) = redis_client.keys("jwt:{address:*}:registrations")
+        assert key == "jwt:{address:127.0.0.1}:registrations"  # the address's own slot
+        assert 0 < redis_client.ttl(key) <= 120
+        other_address = {"REMOTE_ADDR": "10.1.2.3"}
+        body = {"username": "other3", "password": "a-long-password"}
+        assert client.post(
+            "/public/register", data=body, environ_base=other_address
+        ).status_code == (201)
+
+    def test_bad_input_costs_no_hash_and_is_not_counted(self, make_app, redis_client):
+        client = make_app(REGISTER_MAX_PER_ADDRESS="1").test_client()
+        assert client.post("/public/register", data={"username": "x"}).status_code == 400
+        assert redis_client.keys("jwt:{address:*") == []
+
 
 class TestRedisDown:
     """503 + Retry-After whenever Redis does not answer, and no unrecorded token."""

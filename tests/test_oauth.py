@@ -12,7 +12,7 @@ from initialize.config import ConfigError
 from initialize.config import load_settings
 from tests.conftest import DEV_ENV
 from tests.conftest import AuthActions
-from utils.auth import is_introspection_client
+from utils.auth import is_configured_client
 
 BEARER = AuthActions.bearer
 CLIENT = ("resource-api", "introspection-secret-0123")
@@ -248,12 +248,12 @@ def test_introspection_without_a_token_is_invalid_request(make_app):
 
 def test_client_check_matches_exact_pairs_only():
     clients = (("a-client", "secret-aaaaaaaaaaaa"), ("b-client", "secret-bbbbbbbbbbbb"))
-    assert is_introspection_client("a-client", "secret-aaaaaaaaaaaa", clients)
-    assert is_introspection_client("b-client", "secret-bbbbbbbbbbbb", clients)
-    assert not is_introspection_client("a-client", "secret-bbbbbbbbbbbb", clients)
-    assert not is_introspection_client("a-client", "secret-aaaaaaaaaaa", clients)
-    assert not is_introspection_client(None, None, clients)
-    assert not is_introspection_client("a-client", "secret-aaaaaaaaaaaa", ())
+    assert is_configured_client("a-client", "secret-aaaaaaaaaaaa", clients)
+    assert is_configured_client("b-client", "secret-bbbbbbbbbbbb", clients)
+    assert not is_configured_client("a-client", "secret-bbbbbbbbbbbb", clients)
+    assert not is_configured_client("a-client", "secret-aaaaaaaaaaa", clients)
+    assert not is_configured_client(None, None, clients)
+    assert not is_configured_client("a-client", "secret-aaaaaaaaaaaa", ())
 
 
 def test_introspection_clients_setting():

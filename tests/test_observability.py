@@ -8,6 +8,7 @@ import logging
 import re
 
 import fakeredis
+import jsonschema
 import jwt
 import pytest
 from openapi_spec_validator import validate
@@ -70,6 +71,7 @@ AUDIT_EVENTS = {
     "session_ended",
     "password_changed",
     "token_revoked",
+    "register_throttled",
 }
 
 
@@ -154,6 +156,29 @@ class TestAudit:
         client.post("/public/login", data={**KESA, "password": "no"})
         assert client.post("/public/login", data=KESA).status_code == 429
         assert [e["event"] for e in self.events(capsys)] == ["login_failed", "login_locked"]
+
+    def test_failed_logins_name_the_user_only_when_the_account_exists(self, make_app, capsys):
+        client = make_app(LOGIN_MAX_FAILURES="1", LOG_FORMAT="json").test_client()
+        typed = {"username": "Tr0ub4dor", "password": "no"}  # a password in the wrong field
+        for body in (typed, typed, {**KESA, "password": "no"}, {**KESA, "password": "no"}):
+            client.post("/public/login", data=body)
+        events = self.events(capsys)
+        assert [(e["event"], e.get("user")) for e in events] == [
+            ("login_failed", None),
+            ("login_locked", None),
+            ("login_failed", "kesa"),
+            ("login_locked", "kesa"),
+        ]
+        assert all(e["client"] for e in events)
+        assert "Tr0ub4dor" not in capsys.readouterr().out
+
+    def test_a_throttled_registration_is_its_own_event_without_a_user(self, make_app, capsys):
+        client = make_app(REGISTER_MAX_PER_ADDRESS="1", LOG_FORMAT="json").test_client()
+        for name in ("first1", "second2"):
+            client.post("/public/register", data={"username": name, "password": "long-enough"})
+        events = self.events(capsys)
+        assert [e["event"] for e in events] == ["registered", "register_throttled"]
+        assert "user" not in events[1] and events[1]["client"] and events[1]["request_id"]
 
     def test_events_are_counted(self, client):
         client.post("/public/login", data={**KESA, "password": "no"})
@@ -320,6 +345,19 @@ class TestOpenApi:
         document = client.get("/openapi.json").get_json()
         validate(document)
         assert document["openapi"].startswith("3.1")
+
+    def test_login_answers_of_both_modes_match_the_document(self, make_app):
+        """Bearer mode's tokens and cookie mode's token-free answer are the documented shapes."""
+        document = openapi_document()
+        login = document["paths"]["/public/login"]["post"]["responses"]["200"]
+        schema = {**login["content"]["application/json"]["schema"], **document}
+        validator = jsonschema.Draft202012Validator(schema)
+        for cookie_mode in ("false", "true"):
+            client = make_app(COOKIE_MODE=cookie_mode).test_client()
+            body = client.post("/public/login", data=KESA).get_json()
+            validator.validate(body)
+            if cookie_mode == "true":
+                assert not validator.is_valid({**body, "accessToken": "a-token"})
 
     def test_it_documents_exactly_the_routes_and_methods_of_the_url_map(self, app):
         served = {

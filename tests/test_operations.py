@@ -145,6 +145,7 @@ def test_the_metrics_directory_is_private_fresh_and_removed_at_exit(two_workers)
 
 
 INTROSPECTION_CLIENT = "walk-resource-server:walk-introspection-secret"
+ADMIN_CLIENT = "fuzz-admin:fuzz-admin-secret-0123"
 ENDPOINT_WALK_REQUESTS = 34  # what every_endpoint sends to paths other than /healthz
 
 
@@ -305,13 +306,23 @@ def test_the_running_service_holds_to_its_openapi_document(redis_server, real_re
         PORT=str(free_port()),
         WEB_CONCURRENCY="2",
         LOGIN_MAX_FAILURES="1000",  # fuzzed logins would lock kesa out of the run's own login
+        ADMIN_CLIENTS=ADMIN_CLIENT,  # the /admin routes, called with these credentials
     )
     served = start(GUNICORN, env, tmp_path / "server.log")
     schemathesis = Path(sys.executable).parent / "schemathesis"
+    # The admin client's credentials for the routes whose security is adminClient (only those:
+    # the token routes keep being called without them)
+    admin_id, admin_secret = ADMIN_CLIENT.split(":")
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        f'[auth.openapi.adminClient]\nusername = "{admin_id}"\npassword = "{admin_secret}"\n'
+    )
     try:
         result = subprocess.run(
             [
                 str(schemathesis),
+                "--config-file",
+                str(config),
                 "run",
                 served.base + "/openapi.json",
                 "--checks",
@@ -338,4 +349,8 @@ def test_the_running_service_holds_to_its_openapi_document(redis_server, real_re
         stop(served)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert re.search(r"\d+ generated, \d+ passed", result.stdout), result.stdout[-3000:]
-    assert "Traceback" not in served.log.read_text()
+    log = served.log.read_text()
+    assert "Traceback" not in log
+    # the admin routes were reached with the credentials, not only refused
+    admitted = re.findall(r"method=(\w+) path=(/admin/users\S*) status=20[01]", log)
+    assert {method for method, _ in admitted} >= {"GET", "POST"}, log[-3000:]

@@ -370,6 +370,20 @@ def test_create_user_reaches_the_redis_of_the_running_local_instance(tmp_path):
             refused = flask_cli("create-user", name, env=env)
             assert refused.returncode == 1
             assert message in refused.stderr and "Password" not in refused.stdout
+
+        # the users group reaches the same Redis: the running service sees its changes at once
+        listed = flask_cli("users", "list", env=env)
+        assert listed.returncode == 0 and {"alice", "kesa"} <= set(listed.stdout.split())
+        disabled = flask_cli("users", "disable", "alice", env=env)
+        assert disabled.returncode == 0, disabled.stdout + disabled.stderr
+        assert "Disabled 'alice'; ended 1 session(s)." in disabled.stdout
+        credentials = {"username": "alice", "password": "alice-password-1"}
+        assert http("POST", f"{run.base}/public/login", data=credentials)[0] == 403
+        deleted = flask_cli("users", "delete", "alice", "--yes", env=env)
+        assert deleted.returncode == 0 and "Deleted 'alice'." in deleted.stdout
+        assert http("POST", f"{run.base}/public/login", data=credentials)[0] == 401
+        unknown = flask_cli("users", "show", "alice", env=env)
+        assert unknown.returncode == 1 and unknown.stderr.strip() == "Error: No such user."
         assert run.signal(signal.SIGTERM) == 0, run.output()
         assert not (run.data / f"local-{run.port}.json").exists(), "state removed at exit"
     finally:

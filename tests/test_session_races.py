@@ -150,3 +150,59 @@ def test_thirty_concurrent_refreshes(real_redis, grace, expected_successes):
         assert [s["id"] for s in sessions.get_json()["sessions"]] == [sid]
     else:  # the 29 losers presented a spent token: theft, the session ended
         assert_dead(app, tokens, *successes)
+
+
+def test_password_changes_racing_logins_and_refreshes_leave_no_old_session(real_redis):
+    """Logins with the old password and refreshes of another session keep running while the
+    password changes: whatever they got, nothing issued against the old password works after
+    the change answered (a login whose check straddles the change is refused, not recorded)."""
+    app = create_app({**DEV_ENV, "LOGIN_MAX_FAILURES": "1000"}, redis_client=real_redis)
+    password = "123"
+    for round_number in range(ROUNDS):
+        new_password = f"new-password-{round_number}"
+        change_amid_logins_and_refreshes(app, password, new_password)
+        password = new_password
+
+
+def change_amid_logins_and_refreshes(app: Flask, password: str, new_password: str) -> None:
+    """One round: the change, two threads logging in with ``password`` and one refreshing
+    another session, each until the change has answered (bounded in count)."""
+    mine, other = login_with(app, password), login_with(app, password)
+    changed = threading.Event()
+
+    def change():
+        try:
+            return app.test_client().post(
+                "/user/password",
+                data={"password": password, "newPassword": new_password},
+                headers=BEARER(mine["accessToken"]),
+            )
+        finally:
+            changed.set()
+
+    def keep_logging_in() -> list:
+        answers = []
+        while not changed.is_set() and len(answers) < 40:
+            answers.append(
+                app.test_client().post(
+                    "/public/login", data={"username": "kesa", "password": password}
+                )
+            )
+        return answers
+
+    def keep_refreshing() -> list:
+        answers, tokens = [], other
+        while not changed.is_set() and len(answers) < 40:
+            answers.append(refresh(app, tokens))
+            if answers[-1].status_code != 200:
+                break
+            tokens = answers[-1].get_json()
+        return answers
+
+    answer, *others = race(change, keep_logging_in, keep_logging_in, keep_refreshing)
+    assert answer.status_code == 200, answer.get_json()
+    answers = [response for responses in others for response in responses]
+    assert {response.status_code for response in answers} <= {200, 401}
+    assert_dead(app, other, *[pair for response in answers for pair in issued(response)])
+    welcome = app.test_client().get("/user/welcome", headers=BEARER(mine["accessToken"]))
+    assert welcome.status_code == 200

@@ -143,8 +143,7 @@ def test_session_routes_need_an_access_token(client):
 
 def test_cookie_requests_need_the_csrf_header_to_end_a_session_or_change_the_password(make_app):
     client = make_app(COOKIE_MODE="true").test_client()
-    tokens = login(client)
-    other = login(client)
+    tokens, other = AuthActions(client).oauth_login(), AuthActions(client).oauth_login()
     csrf = jwt.decode(other["accessToken"], options={"verify_signature": False})["csrf"]
     client.set_cookie("jwt", other["accessToken"])
     target = sid_of(tokens["accessToken"])

@@ -151,8 +151,53 @@ class TestCookieCsrf:
         assert cookie_client.get_cookie("jwt") is None
         assert cookie_client.get_cookie("csrf_token") is None
 
+    def test_login_and_every_refresh_answer_without_a_token(self, make_app):
+        """SPEC "Cookies and CSRF": no script can read a token from an answer in cookie mode,
+        however the refresh token was presented."""
+        client = make_app(COOKIE_MODE="true").test_client()
+        facts = {"tokenType", "expiresIn", "refreshExpiresIn", "csrfToken"}
+        calls = [
+            lambda: client.post("/public/login", data={"username": "kesa", "password": "123"}),
+            lambda: client.get("/public/refresh", headers={"X-CSRF-Token": self.csrf(client)}),
+            lambda: client.post("/public/refresh", headers={"X-CSRF-Token": self.csrf(client)}),
+            lambda: client.post("/public/refresh", headers=BEARER(self.refresh_cookie(client))),
+            lambda: client.get(f"/public/refresh?token={self.refresh_cookie(client)}"),
+        ]
+        for call in calls:
+            answer = call()
+            assert answer.status_code == 200, answer.get_json()
+            body = answer.get_json()
+            assert set(body) == facts
+            assert body["tokenType"] == "Bearer"
+            assert (body["expiresIn"], body["refreshExpiresIn"]) == (900, 604800)
+            assert body["csrfToken"] == self.csrf(client)  # the cookie this answer set
+            assert answer.headers["Cache-Control"] == "no-store"
+            assert b"eyJ" not in answer.data  # no JWT anywhere in the body
+        assert client.get("/user/welcome").status_code == 200
+
+    def refresh_cookie(self, client) -> str:
+        """The refresh cookie's token, to present in a header or the query instead."""
+        return client.get_cookie("jwt_refresh", path="/public/refresh").value
+
+    def test_the_oauth_endpoint_answers_tokens_and_sets_no_cookie(self, make_app):
+        client = make_app(COOKIE_MODE="true").test_client()
+        form = {"grant_type": "password", "username": "kesa", "password": "123"}
+        issued = client.post("/oauth/token", data=form)
+        assert issued.status_code == 200
+        assert {"access_token", "refresh_token"} <= set(issued.get_json())
+        refreshed = client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": issued.get_json()["refresh_token"],
+            },
+        )
+        assert refreshed.status_code == 200 and "refresh_token" in refreshed.get_json()
+        for answer in (issued, refreshed):
+            assert answer.headers.getlist("Set-Cookie") == []
+
     def test_header_token_needs_no_csrf_even_in_cookie_mode(self, cookie_client):
-        tokens = AuthActions(cookie_client).login()
+        tokens = AuthActions(cookie_client).oauth_login()
         cookie_client.delete_cookie("jwt")
         assert (
             cookie_client.post("/user/logout", headers=BEARER(tokens["accessToken"])).status_code

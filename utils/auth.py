@@ -11,6 +11,7 @@ import hmac
 from typing import Any
 
 from utils import audit
+from utils.errors import AccountDisabled
 from utils.errors import TooManyAttempts
 from utils.errors import Unauthorized
 from utils.net import Caller
@@ -21,32 +22,53 @@ from utils.state import get_state
 from utils.token_lookup import MAX_TOKEN_LENGTH
 from utils.tokens import TokenPair
 
+BAD_CREDENTIALS = "Please provide valid login details."
+
 
 def log_in(username: str, password: str, caller: Caller) -> TokenPair:
     """Check the password (throttled per username and address) and start a session."""
     state = get_state()
     settings, store = state.settings, state.store
-    check_password(username, password, caller)
+    account_version = check_password(username, password, caller)
     pair = state.tokens.issue_pair(username)
-    store.record_tokens(
-        pair, caller, max_sessions=settings.max_sessions_per_user, reset_failures=True
-    )
+    if not store.record_tokens(
+        pair,
+        caller,
+        account_version=account_version,
+        max_sessions=settings.max_sessions_per_user,
+        reset_failures=True,
+    ):  # the password changed (or the account went) while it was being checked
+        raise Unauthorized(BAD_CREDENTIALS)
     audit.audit(audit.LOGIN_SUCCEEDED, username, pair.session_id)
     return pair
 
 
-def check_password(username: str, password: str, caller: Caller) -> None:
-    """A login's check: counted per username and address, 429 beyond LOGIN_MAX_FAILURES,
-    401 for a wrong password or an unknown user (the same answer, at the same cost)."""
+def check_password(username: str, password: str, caller: Caller) -> int:
+    """A login's check: counted per username and address (429 beyond LOGIN_MAX_FAILURES) and
+    per username from every address (429 beyond ACCOUNT_MAX_FAILURES: credential stuffing),
+    401 for a wrong password or an unknown user (the same answer, at the same cost), 403 for
+    the right password of a disabled account (only then is the account's state told).
+    Returns the account version read with the hash, for the change the check allows.
+
+    The audit lines name the user only when the account exists: what was typed as a
+    username may be a password typed into the wrong field.
+    """
     state = get_state()
     settings = state.settings
     attempt = state.store.begin_login(username, caller.address, settings.login_lock_seconds)
+    known_user = username if attempt.password_hash is not None else None
     if attempt.attempts > settings.login_max_failures:
-        audit.audit(audit.LOGIN_LOCKED, username)
+        audit.audit(audit.LOGIN_LOCKED, known_user)
         raise TooManyAttempts(attempt.retry_after)
+    if attempt.account_attempts > settings.account_max_failures:
+        audit.audit(audit.LOGIN_LOCKED, known_user)
+        raise TooManyAttempts(attempt.account_retry_after)
     if not verify_password(attempt.password_hash, password):
-        audit.audit(audit.LOGIN_FAILED, username)
-        raise Unauthorized("Please provide valid login details.")
+        audit.audit(audit.LOGIN_FAILED, known_user)
+        raise Unauthorized(BAD_CREDENTIALS)
+    if attempt.disabled:
+        raise AccountDisabled()
+    return attempt.account_version
 
 
 def rotate(refresh_claims: dict[str, Any], caller: Caller) -> TokenPair:
@@ -80,12 +102,16 @@ def change_password(
     """Check the current password like a login, store the new one and end every other
     session of the user (RFC 9700 §4.14.2); returns how many sessions ended."""
     username = claims["username"]
-    check_password(username, password, caller)
+    account_version = check_password(username, password, caller)
     ended = get_state().store.change_password(
-        username, hash_password(new_password), claims["sid"], caller
+        username,
+        hash_password(new_password),
+        claims["sid"],
+        caller,
+        account_version=account_version,
     )
-    if ended < 0:  # the account was removed while the token lived
-        raise Unauthorized("Please provide valid login details.")
+    if ended < 0:  # the account went, or changed (another password change) since the check
+        raise Unauthorized(BAD_CREDENTIALS)
     audit.audit(audit.PASSWORD_CHANGED, username, claims["sid"])
     return ended
 
@@ -115,10 +141,11 @@ def live_claims(token: str) -> dict[str, Any] | None:
     return claims if live else None
 
 
-def is_introspection_client(
+def is_configured_client(
     client_id: str | None, secret: str | None, clients: tuple[tuple[str, str], ...]
 ) -> bool:
-    """Whether HTTP Basic credentials name a configured client, compared in constant time.
+    """Whether HTTP Basic credentials name a configured client (INTROSPECTION_CLIENTS,
+    ADMIN_CLIENTS), compared in constant time.
 
     Every configured pair is compared, so the time taken says nothing about which part, or
     which client, nearly matched.

@@ -35,6 +35,24 @@ class Unauthorized(ApiError):
         super().__init__(message, {"WWW-Authenticate": challenge})
 
 
+class BasicAuthRequired(ApiError):
+    """HTTP Basic credentials of a configured client are missing or wrong (RFC 7617)."""
+
+    status = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, message: str, realm: str) -> None:
+        super().__init__(message, {"WWW-Authenticate": f'Basic realm="{realm}"'})
+
+
+class AccountDisabled(ApiError):
+    """A correct password for an account an operator disabled."""
+
+    status = HTTPStatus.FORBIDDEN
+
+    def __init__(self) -> None:
+        super().__init__("The account is disabled.")
+
+
 class CsrfFailed(ApiError):
     """A cookie-authenticated request lacks the matching ``X-CSRF-Token`` header."""
 
@@ -54,15 +72,15 @@ class Conflict(ApiError):
 
 
 class TooManyAttempts(ApiError):
-    """Too many failed logins for one username and client address."""
+    """Too many failed logins (per username and address, or per username), or registrations
+    from one address; ``Retry-After`` says when the window ends."""
 
     status = HTTPStatus.TOO_MANY_REQUESTS
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(
-            "Too many failed logins; try again later.",
-            {"Retry-After": str(max(1, retry_after))},
-        )
+    def __init__(
+        self, retry_after: int, message: str = "Too many failed logins; try again later."
+    ) -> None:
+        super().__init__(message, {"Retry-After": str(max(1, retry_after))})
 
 
 class ServiceUnavailable(ApiError):

@@ -15,9 +15,24 @@ one user lives in one Redis Cluster slot and each multi-key change can be one at
 * ``P{u}:session-meta:<sid>`` -> hash of what ``GET /user/sessions`` shows (created, refreshed,
   expires, client address, user agent), expiring with the session's last token;
 * ``P{u}:sessions`` -> sorted set of the user's session ids scored by their last ``exp``;
-* ``P{u}:login-failures:<address>`` -> attempt counter with the lock window as TTL;
-* ``P{u}:user`` -> hash with the Argon2id ``password`` hash and ``created`` time. Accounts
-  written by earlier versions under ``Puser:<u>`` are moved here the first time they are used;
+* ``P{u}:session-order`` -> sorted set of the same ids scored by when each was last issued
+  tokens, a per-user count that only grows (the session limit ends the lowest: exact, where
+  seconds would tie), expiring with the user's last session;
+* ``P{u}:login-failures:<address>`` -> login attempts of the user from one address, and
+  ``P{u}:account-failures`` -> from every address, each with the lock window as TTL;
+* ``P{address:<a>}:registrations`` -> registrations attempted from one client address, with
+  the registration window as TTL (an address's own hash tag: the colon keeps it apart from
+  every username's);
+* ``P{u}:user`` -> hash with the Argon2id ``password`` hash, ``created`` time, the account
+  ``version`` (absent = 0; see :meth:`RedisStore.change_account`) and, while an operator has
+  disabled the account, ``disabled``. Accounts written by earlier versions under ``Puser:<u>``
+  are moved here the first time they are used.
+
+The account version is how a change to an account ends every session issued before it, with no
+gap for a login in flight: a login reads the version with the password hash, and the script
+that records its session refuses when the version has moved since; each session remembers the
+version it was issued under (``session-meta``'s ``version``) and a refresh refuses, ending the
+session, when the account's has moved on.
 * ``P{u}:replicated`` -> a mark written after each change that waits for the replicas
   (:meth:`RedisStore.run_durably`), expiring after ``MARK_SECONDS``.
 
@@ -30,9 +45,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from typing import NamedTuple
@@ -44,6 +63,7 @@ from redis.connection import AbstractConnection
 from utils.allowlist_cache import AllowlistCache
 from utils.net import Caller
 from utils.tokens import TokenPair
+from utils.users import USERNAME_PATTERN
 
 Client = redis.Redis | RedisCluster
 NOEVICTION = "noeviction"
@@ -68,12 +88,16 @@ class Script(NamedTuple):
         return cls(source, digest.hexdigest())
 
 
-# KEYS[1..5] = access token, refresh token, session, user's sessions, session meta;
-# ARGV[1..9] = username, sid, now, access jti, access exp, refresh jti, refresh exp, client
-# address, user agent.
+# KEYS[1..7] = access token, refresh token, session, user's sessions, session meta, account,
+# session order; ARGV[1..9] = username, sid, now, access jti, access exp, refresh jti, refresh
+# exp, client address, user agent.
 _RECORD_PAIR = """
 local function expire_no_earlier_than(key, at)
   if redis.call('EXPIRETIME', key) < at then redis.call('EXPIREAT', key, at) end
+end
+local function account_version()
+  if redis.call('EXISTS', KEYS[6]) == 0 then return false end
+  return redis.call('HGET', KEYS[6], 'version') or '0'
 end
 local function record_pair()
   redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[5])
@@ -89,41 +113,71 @@ local function record_pair()
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[3])
   redis.call('ZADD', KEYS[4], latest, ARGV[2])
   expire_no_earlier_than(KEYS[4], latest)
+  local last = redis.call('ZRANGE', KEYS[7], -1, -1, 'WITHSCORES')
+  redis.call('ZADD', KEYS[7], (tonumber(last[2]) or 0) + 1, ARGV[2])
+  expire_no_earlier_than(KEYS[7], latest)
 end
 """
 
-# As _RECORD_PAIR, KEYS[6] = a login's failure counter to clear (optional), ARGV[10] = the most
-# sessions a user may have -> the ids of the least recently refreshed sessions beyond it (their
-# keys are not known here, so the caller ends them).
+# As _RECORD_PAIR, ARGV[10] = the account version read with the password hash, ARGV[11] = the
+# most sessions a user may have, KEYS[8..] = failure counters a success clears
+#   -> {0} when the account changed (or went) since its password was checked: nothing recorded;
+#      else {1, the ids of the least recently issued sessions beyond the limit...} (their keys
+#      are not known here, so the caller ends them). Every script that ends a session removes
+#      it from the order set too; the ids of sessions that expired are dropped here, in a walk
+#      over the set only when its size says some are left.
 _ISSUE = Script.of(
     _RECORD_PAIR
     + """
+if account_version() ~= ARGV[10] then return {0} end
 record_pair()
-if KEYS[6] then redis.call('DEL', KEYS[6]) end
-local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[10])
-local beyond = {}
-if excess > 0 then
-  for _, sid in ipairs(redis.call('ZRANGE', KEYS[4], 0, excess)) do
-    if #beyond < excess and sid ~= ARGV[2] then beyond[#beyond + 1] = sid end
+redis.call('HSET', KEYS[5], 'version', ARGV[10])
+for i = 8, #KEYS do redis.call('DEL', KEYS[i]) end
+local live = redis.call('ZCARD', KEYS[4])
+if redis.call('ZCARD', KEYS[7]) ~= live then  -- drop the ids of sessions that ended since
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+    if not redis.call('ZSCORE', KEYS[4], sid) then redis.call('ZREM', KEYS[7], sid) end
   end
+end
+local excess = live - tonumber(ARGV[11])
+local beyond = {1}
+if excess <= 0 then return beyond end
+if redis.call('ZCARD', KEYS[7]) < live then  -- sessions recorded before the order set: oldest
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+    if #beyond <= excess and not redis.call('ZSCORE', KEYS[7], sid) then
+      beyond[#beyond + 1] = sid
+    end
+  end
+end
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, excess)) do
+  if #beyond <= excess and sid ~= ARGV[2] then beyond[#beyond + 1] = sid end
 end
 return beyond
 """
 )
 
-# As _RECORD_PAIR, and KEYS[6..7] = the presented refresh token's record and spent marker,
-# ARGV[10..12] = its jti and exp, and the reuse grace window in seconds (0: none). A second run
-# of the same rotation finds its own marker; a reuse within the window records the new pair in
-# the still-live session (a resend of that records the same jtis again).
+# As _RECORD_PAIR, and KEYS[8..9] = the presented refresh token's record and spent marker,
+# ARGV[10..12] = its jti and exp, and the reuse grace window in seconds (0: none). A session
+# issued under another account version than the account's (a change ended it, or should have)
+# ends here and the token counts as revoked. A second run of the same rotation finds its own
+# marker; a reuse within the window records the new pair in the still-live session (a resend
+# of that records the same jtis again).
 _ROTATE = Script.of(
     _RECORD_PAIR
     + """
-local spent = redis.call('GET', KEYS[7])
+if redis.call('EXISTS', KEYS[3]) == 1
+    and (redis.call('HGET', KEYS[5], 'version') or '0') ~= account_version() then
+  redis.call('DEL', KEYS[3], KEYS[5])
+  redis.call('ZREM', KEYS[4], ARGV[2])
+  redis.call('ZREM', KEYS[7], ARGV[2])
+  return 0
+end
+local spent = redis.call('GET', KEYS[9])
 local spent_by, spent_at
 if spent then spent_by, spent_at = string.match(spent, '^(%S+) (%d+)$') end
 if spent_by == ARGV[6] then return redis.call('EXISTS', KEYS[3]) end
-if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('DEL', KEYS[6]) == 1 then
-  redis.call('SET', KEYS[7], ARGV[6] .. ' ' .. ARGV[3], 'EXAT', ARGV[11])
+if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('DEL', KEYS[8]) == 1 then
+  redis.call('SET', KEYS[9], ARGV[6] .. ' ' .. ARGV[3], 'EXAT', ARGV[11])
   redis.call('ZREM', KEYS[3], ARGV[10])
   record_pair()
   return 1
@@ -137,34 +191,37 @@ if spent then
   end
   redis.call('DEL', KEYS[3], KEYS[5])
   redis.call('ZREM', KEYS[4], ARGV[2])
+  redis.call('ZREM', KEYS[7], ARGV[2])
   return -1
 end
 return 0
 """
 )
 
-# KEYS = the user's sessions, then each session's record and meta, in ARGV's sid order
-#   -> how many token records the sessions held.
+# KEYS = the user's sessions, session order, then each session's record and meta, in ARGV's
+# sid order -> how many token records the sessions held.
 _END_SESSIONS = Script.of(
     """
 local ended = 0
 for i, sid in ipairs(ARGV) do
-  ended = ended + redis.call('ZCARD', KEYS[2 * i])
-  redis.call('DEL', KEYS[2 * i], KEYS[2 * i + 1])
+  ended = ended + redis.call('ZCARD', KEYS[2 * i + 1])
+  redis.call('DEL', KEYS[2 * i + 1], KEYS[2 * i + 2])
   redis.call('ZREM', KEYS[1], sid)
+  redis.call('ZREM', KEYS[2], sid)
 end
 return ended
 """
 )
 
-# KEYS = the user's sessions, the session's record and meta; ARGV = sid, now
+# KEYS = the user's sessions, session order, the session's record and meta; ARGV = sid, now
 #   -> 1 when it was a live session of the user and ended, 0 when it was none.
 _END_OWN_SESSION = Script.of(
     """
 local last_exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not last_exp or tonumber(last_exp) <= tonumber(ARGV[2]) then return 0 end
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 )
@@ -178,36 +235,76 @@ return listed
 """
 )
 
-# KEYS = account, failure counter, user's sessions, then each session's record and meta in
-# ARGV[3..]'s sid order; ARGV[1..2] = new password hash, now
-#   -> how many of those sessions were live (all end), or -1 when the account is gone.
-_CHANGE_PASSWORD = Script.of(
+# KEYS[1..4] = account, user's sessions, session order, the kept session's meta; then each
+# ended session's record and meta in the sid order below; then keys to delete (counters).
+# ARGV[1..5] = now, kept sid ('' for none), expected version ('' for any), F = how many field
+# pairs, S = how many sids; then F field/value pairs to set; then S sids (every session of the
+# user but the kept one, as read just before)
+#   -> how many of those sessions were live (all end); -1 when the account is gone; -2 when
+#      its version is not the expected one; -3 when the user has a session not in the list
+#      (a login recorded since it was read: nothing changed, read again).
+_CHANGE_ACCOUNT = Script.of(
     """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('HSET', KEYS[1], 'password', ARGV[1])
-redis.call('DEL', KEYS[2])
-local live = 0
-for i = 3, #ARGV do
-  local last_exp = redis.call('ZSCORE', KEYS[3], ARGV[i])
-  if last_exp and tonumber(last_exp) > tonumber(ARGV[2]) then live = live + 1 end
-  redis.call('DEL', KEYS[2 * i - 2], KEYS[2 * i - 1])
-  redis.call('ZREM', KEYS[3], ARGV[i])
+local now, keep = tonumber(ARGV[1]), ARGV[2]
+local fields, count = tonumber(ARGV[4]), tonumber(ARGV[5])
+local first_sid = 5 + 2 * fields
+if ARGV[3] ~= '' and (redis.call('HGET', KEYS[1], 'version') or '0') ~= ARGV[3] then
+  return -2
 end
+local listed = {}
+for i = 1, count do listed[ARGV[first_sid + i]] = true end
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if sid ~= keep and not listed[sid] then return -3 end
+end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+for i = 1, fields do redis.call('HSET', KEYS[1], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'version', version) end
+local live = 0
+for i = 1, count do
+  local sid = ARGV[first_sid + i]
+  local last_exp = redis.call('ZSCORE', KEYS[2], sid)
+  if last_exp and tonumber(last_exp) > now then live = live + 1 end
+  redis.call('DEL', KEYS[3 + 2 * i], KEYS[4 + 2 * i])
+  redis.call('ZREM', KEYS[2], sid)
+  redis.call('ZREM', KEYS[3], sid)
+end
+for i = 5 + 2 * count, #KEYS do redis.call('DEL', KEYS[i]) end
 return live
 """
 )
 
-# KEYS = failure counter, account; ARGV = lock seconds
-#   -> {attempts in this window, seconds left, stored password hash or false}
+# KEYS = the address's and the account's failure counters, account; ARGV = lock seconds
+#   -> {attempts from the address in this window, its seconds left, the same for the account,
+#       stored password hash or false, account version, disabled or false}
 _BEGIN_LOGIN = Script.of(
     """
-local attempts = redis.call('INCR', KEYS[1])
+local counted = {}
+for i = 1, 2 do
+  local attempts = redis.call('INCR', KEYS[i])
+  local ttl = redis.call('TTL', KEYS[i])
+  if ttl < 0 then
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+    ttl = tonumber(ARGV[1])
+  end
+  counted[2 * i - 1], counted[2 * i] = attempts, ttl
+end
+local account = redis.call('HMGET', KEYS[3], 'password', 'version', 'disabled')
+counted[5], counted[6], counted[7] = account[1], account[2] or '0', account[3]
+return counted
+"""
+)
+
+# KEYS = a counter; ARGV = its window in seconds -> {count in this window, seconds left}
+_COUNT = Script.of(
+    """
+local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('TTL', KEYS[1])
 if ttl < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   ttl = tonumber(ARGV[1])
 end
-return {attempts, ttl, redis.call('HGET', KEYS[2], 'password')}
+return {count, ttl}
 """
 )
 
@@ -219,6 +316,24 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'password', ARGV[1], 'created', ARGV[2])
 end
 return redis.call('HGET', KEYS[1], 'password') == ARGV[1] and 1 or 0
+"""
+)
+
+# KEYS = keys of one user to remove -> how many existed.
+_DELETE_KEYS = Script.of(
+    """
+local deleted = 0
+for i = 1, #KEYS do deleted = deleted + redis.call('DEL', KEYS[i]) end
+return deleted
+"""
+)
+
+# KEYS = account -> 1 when it exists (and is enabled now), 0 when there is no account.
+_ENABLE = Script.of(
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[1], 'disabled')
+return 1
 """
 )
 
@@ -244,6 +359,59 @@ class Rotation(enum.Enum):
 
 UNKNOWN_CALLER = Caller("", "")
 DEFAULT_MAX_SESSIONS = 100
+# Keys SCAN looks at per call when listing accounts: about a millisecond of Redis's time, so
+# other clients wait little.
+SCAN_COUNT = 1000
+# ... and when looking for one user's keys outside a cluster (a rare operator's action over the
+# whole keyspace: fewer, longer calls, a few milliseconds each).
+SWEEP_COUNT = 10_000
+# SCAN calls one page of accounts may take (a page can come back short when most keys are not
+# accounts; ``next`` goes on from there).
+MAX_SCANS_PER_PAGE = 100
+CLUSTER_SLOTS = 16384
+
+
+class EveryChange(enum.Enum):
+    """What :meth:`RedisStore.end_every_session` does to the account besides ending sessions."""
+
+    NOTHING = enum.auto()
+    DISABLE = enum.auto()
+    SET_PASSWORD = enum.auto()
+    DELETE = enum.auto()
+
+
+class AccountsCursor(NamedTuple):
+    """Where a listing of accounts goes on: the first slot of the Redis node being scanned (0
+    outside a cluster), its SCAN cursor, and the last name already listed from that cursor's
+    batch when a page ended inside it."""
+
+    node_slot: int
+    scan_cursor: int
+    after: str = ""
+
+    def encode(self) -> str:
+        """The opaque ``next`` string of ``GET /admin/users``."""
+        text = f"{self.node_slot}-{self.scan_cursor}"
+        return f"{text}-{self.after}" if self.after else text
+
+    @classmethod
+    def decode(cls, text: str) -> AccountsCursor | None:
+        """The cursor :meth:`encode` made, or None for anything else."""
+        match = _CURSOR_PATTERN.fullmatch(text)
+        if match is None or int(match[1]) >= CLUSTER_SLOTS or int(match[2]) >= 2**64:
+            return None
+        return cls(int(match[1]), int(match[2]), match[3] or "")
+
+
+_CURSOR_PATTERN = re.compile(r"(\d{1,5})-(\d{1,20})(?:-([A-Za-z0-9_.-]{3,32}))?")
+
+
+@dataclass(frozen=True)
+class Account:
+    """What the account record says (sessions are read separately)."""
+
+    created_at: int
+    disabled: bool
 
 
 @dataclass(frozen=True)
@@ -260,11 +428,28 @@ class Session:
 
 @dataclass(frozen=True)
 class LoginAttempt:
-    """The attempt's number in the current window, its seconds left, and the stored hash."""
+    """The attempt's number in the current window from this address and from all (with their
+    seconds left), the stored hash, the account version read with it (pass it to
+    :meth:`RedisStore.record_tokens`), and whether an operator disabled the account."""
 
     attempts: int
     retry_after: int
+    account_attempts: int
+    account_retry_after: int
     password_hash: str | None
+    account_version: int
+    disabled: bool = False
+
+
+class AccountBusy(redis.RedisError):
+    """Logins kept recording sessions while an account change read them: nothing changed, and
+    repeating the change is safe (a RedisError, so the answer is a 503 with Retry-After)."""
+
+
+ACCOUNT_GONE = -1
+VERSION_MOVED = -2
+_SESSIONS_MOVED = -3
+_CHANGE_ACCOUNT_TRIES = 5
 
 
 class RedisStore:
@@ -284,6 +469,7 @@ class RedisStore:
         prefix: str,
         allowlist_cache: AllowlistCache | None = None,
         *,
+        clock: Callable[[], float] = time.time,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
     ) -> None:
@@ -296,6 +482,7 @@ class RedisStore:
         self._threads = threading.local()
         self._pid = os.getpid()
         self._allowlist_cache = allowlist_cache
+        self._clock = clock  # tests pass a fixed one (many logins inside one second)
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = wait_timeout_ms
 
@@ -336,14 +523,18 @@ class RedisStore:
             self.key(user, "session", pair.session_id),
             self.key(user, "sessions"),
             self.key(user, "session-meta", pair.session_id),
+            self.key(user, "user"),
+            self.key(user, "session-order"),
         ]
 
-    @staticmethod
-    def _pair_args(pair: TokenPair, caller: Caller) -> list[str | int]:
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def _pair_args(self, pair: TokenPair, caller: Caller) -> list[str | int]:
         return [
             pair.username,
             pair.session_id,
-            int(time.time()),
+            self._now(),
             pair.access_jti,
             pair.access_exp,
             pair.refresh_jti,
@@ -357,20 +548,25 @@ class RedisStore:
         pair: TokenPair,
         caller: Caller = UNKNOWN_CALLER,
         *,
+        account_version: int,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         reset_failures: bool = False,
-    ) -> None:
-        """Allowlist a login's pair in a new session; with ``reset_failures``, also clear the
-        user's failure counter for the caller's address (a success resets it). Beyond
-        ``max_sessions``, the user's least recently refreshed sessions end (one more round
-        trip, only then)."""
+    ) -> bool:
+        """Allowlist a login's pair in a new session, unless the account changed (or went)
+        since ``account_version`` was read with the password hash: then False, nothing is
+        recorded, and no session issued against a replaced password or a disabled account
+        can survive the change. With ``reset_failures``, also clear the user's failure
+        counters (the caller's address's and the account's: a success resets them). Beyond
+        ``max_sessions``, the user's least recently issued sessions end (one more round trip,
+        only then)."""
         keys = self._pair_keys(pair)
         if reset_failures:
-            keys.append(self.key(pair.username, "login-failures", caller.address))
-        args = [*self._pair_args(pair, caller), max_sessions]
-        beyond = self._run(_ISSUE, keys, args)
+            keys += self._failure_keys(pair.username, caller.address)
+        args = [*self._pair_args(pair, caller), account_version, max_sessions]
+        recorded, *beyond = self._run(_ISSUE, keys, args)
         if beyond:
             self._end_sessions(pair.username, beyond)
+        return bool(recorded)
 
     def is_token_active(self, username: str, session_id: str, jti: str) -> bool:
         """The allowlist check, paid on every authenticated request: one EXISTS of the token's
@@ -397,7 +593,8 @@ class RedisStore:
         reuse_grace_seconds: int = 0,
     ) -> Rotation:
         """Spend ``old_jti`` and record ``new_pair``; on reuse, end the whole session instead
-        (unless the reuse comes within ``reuse_grace_seconds`` of the spending)."""
+        (unless the reuse comes within ``reuse_grace_seconds`` of the spending). A session
+        issued under an older account version ends: REVOKED."""
         user = new_pair.username
         keys = self._pair_keys(new_pair)
         keys += [self.key(user, "token", old_jti), self.key(user, "spent", old_jti)]
@@ -414,7 +611,7 @@ class RedisStore:
         """As :meth:`end_session`, only if ``session_id`` is a live session of ``username``
         (a 404 waits too: after an unconfirmed end, its repeat finds the session gone)."""
         keys = self._session_keys(username, [session_id])
-        args = [session_id, int(time.time())]
+        args = [session_id, self._now()]
         return bool(self.run_durably(username, _END_OWN_SESSION, keys, args))
 
     def end_all_sessions(self, username: str) -> int:
@@ -434,7 +631,7 @@ class RedisStore:
         """The user's live sessions, newest first: their ids, then their records (two round
         trips, read only)."""
         live = self._command(
-            "ZRANGE", self.key(username, "sessions"), f"({int(time.time())}", "+inf", "BYSCORE"
+            "ZRANGE", self.key(username, "sessions"), f"({self._now()}", "+inf", "BYSCORE"
         )
         if not live:
             return []
@@ -446,27 +643,69 @@ class RedisStore:
         return sorted(sessions, key=lambda session: session.created_at, reverse=True)
 
     def change_password(
-        self, username: str, password_hash: str, keep_session: str, caller: Caller
+        self,
+        username: str,
+        password_hash: str,
+        keep_session: str,
+        caller: Caller,
+        *,
+        account_version: int,
     ) -> int:
-        """Store a new hash, clear the caller's failure counter and end every other session of
-        the user in one script; returns how many live sessions ended (-1 if the account is
-        gone). A session a concurrent login starts after the ids are read lives on."""
-        others = [
-            sid
-            for sid in self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
-            if sid != keep_session
-        ]
-        keys = [
-            self.key(username, "user"),
-            self.key(username, "login-failures", caller.address),
-            *self._session_keys(username, others),
-        ]
-        args = [password_hash, int(time.time()), *others]
-        return int(self.run_durably(username, _CHANGE_PASSWORD, keys, args))
+        """Store a new hash, clear the caller's failure counters and end every other session of
+        the user, if the account is still at ``account_version`` (read when the current
+        password was checked); see :meth:`change_account`."""
+        return self.change_account(
+            username,
+            {"password": password_hash},
+            keep_session=keep_session,
+            if_version=account_version,
+            clear=self._failure_keys(username, caller.address),
+        )
+
+    def change_account(
+        self,
+        username: str,
+        fields: Mapping[str, str],
+        *,
+        keep_session: str | None = None,
+        if_version: int | None = None,
+        clear: Sequence[str] = (),
+    ) -> int:
+        """Set ``fields`` on the account, move its version on and end every session but
+        ``keep_session``, in one script; delete the ``clear`` keys (the user's counters).
+
+        The way to make a change that must end the sessions issued before it (a new password,
+        disabling the account): a login that read the old version cannot record its session
+        after this, a refresh of a session from before it ends that session, and a login
+        recorded between reading the session ids and the script makes the script change
+        nothing and the ids be read again. Made durably (:meth:`run_durably`). Returns how
+        many live sessions ended;
+        ``ACCOUNT_GONE`` when there is no account, ``VERSION_MOVED`` when ``if_version`` is
+        given and the account is at another; raises :class:`AccountBusy` when logins keep
+        arriving faster than a few tries.
+        """
+        pairs = [item for field_value in fields.items() for item in field_value]
+        expected = "" if if_version is None else str(if_version)
+        for _ in range(_CHANGE_ACCOUNT_TRIES):
+            others = [
+                sid
+                for sid in self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
+                if sid != keep_session
+            ]
+            sessions, order, *ended = self._session_keys(username, others)
+            kept_meta = self.key(username, "session-meta", keep_session or "")
+            keys = [self.key(username, "user"), sessions, order, kept_meta, *ended, *clear]
+            args = [self._now(), keep_session or "", expected, len(fields), len(others)]
+            outcome = int(
+                self.run_durably(username, _CHANGE_ACCOUNT, keys, [*args, *pairs, *others])
+            )
+            if outcome != _SESSIONS_MOVED:
+                return outcome
+        raise AccountBusy(f"sessions kept changing while the account of {username!r} changed")
 
     def _session_keys(self, username: str, session_ids: list[str]) -> list[str]:
-        """The user's sessions set, then each session's record and meta key."""
-        keys = [self.key(username, "sessions")]
+        """The user's sessions and session-order sets, then each session's record and meta."""
+        keys = [self.key(username, "sessions"), self.key(username, "session-order")]
         for sid in session_ids:
             keys += [self.key(username, "session", sid), self.key(username, "session-meta", sid)]
         return keys
@@ -475,16 +714,47 @@ class RedisStore:
         keys = self._session_keys(username, session_ids)
         return int(self._run(_END_SESSIONS, keys, session_ids))
 
+    def _failure_keys(self, username: str, address: str) -> list[str]:
+        """The user's failed-login counters: from this address, and from every address."""
+        return [
+            self.key(username, "login-failures", address),
+            self.key(username, "account-failures"),
+        ]
+
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
-        """Count this attempt and fetch the password hash: one script, one round trip.
+        """Count this attempt (per address and per account) and fetch the password hash: one
+        script, one round trip.
 
         (A resend after a broken connection may count one attempt twice: the safe side.)
         """
-        keys = [self.key(username, "login-failures", address), self.key(username, "user")]
-        attempts, retry_after, password_hash = self._run(_BEGIN_LOGIN, keys, [lock_seconds])
-        if not password_hash:
+        keys = [*self._failure_keys(username, address), self.key(username, "user")]
+        (
+            attempts,
+            retry_after,
+            account_attempts,
+            account_retry_after,
+            password_hash,
+            version,
+            disabled,
+        ) = self._run(_BEGIN_LOGIN, keys, [lock_seconds])
+        if not password_hash:  # an adopted account is a new one: version 0
             password_hash = self._adopt_legacy_account(username)
-        return LoginAttempt(int(attempts), int(retry_after), password_hash or None)
+        return LoginAttempt(
+            int(attempts),
+            int(retry_after),
+            int(account_attempts),
+            int(account_retry_after),
+            password_hash or None,
+            int(version),
+            bool(disabled),
+        )
+
+    def count_registration(self, address: str, window_seconds: int) -> tuple[int, int]:
+        """Count a registration attempted from ``address``: its number in the current window
+        and the window's seconds left (one key in the address's own slot, one round trip)."""
+        key = f"{self.prefix}{{address:{address}}}:registrations"
+        count, retry_after = self._run(_COUNT, [key], [window_seconds])
+        return int(count), int(retry_after)
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account, durably (:meth:`run_durably`); False if the username is taken."""
@@ -513,6 +783,175 @@ class RedisStore:
         self._create_user(username, password_hash, created or int(time.time()))
         self._command("DEL", legacy_key)
         return self._command("HGET", self.key(username, "user"), "password")
+
+    def account(self, username: str) -> Account | None:
+        """The account's record, or None when there is none."""
+        if not self.user_exists(username):
+            return None
+        account_key = self.key(username, "user")
+        created, disabled = self._command("HMGET", account_key, "created", "disabled")
+        return Account(int(created or 0), bool(disabled))
+
+    def end_every_session(
+        self, username: str, change: EveryChange = EveryChange.NOTHING, password_hash: str = ""
+    ) -> int:
+        """End every session of ``username`` at once and make ``change`` to the account in the
+        same script (:meth:`change_account`: the version moves on, so a login in flight cannot
+        record a session after it); returns how many live sessions ended, ACCOUNT_GONE when
+        there is no account. DELETE removes the account itself in that script."""
+        if change is not EveryChange.DELETE:
+            self.user_exists(username)  # moves an account of an earlier version first
+        fields, clear = {}, []
+        if change is EveryChange.DISABLE:
+            fields = {"disabled": "1"}
+        elif change is EveryChange.SET_PASSWORD:
+            fields = {"password": password_hash}
+        elif change is EveryChange.DELETE:
+            clear = [self.key(username, "user"), self.key(username, "session-order")]
+        return self.change_account(username, fields, clear=clear)
+
+    def enable_account(self, username: str) -> bool:
+        """Lift ``disabled``; False when there is no account."""
+        self.user_exists(username)
+        return bool(self.run_durably(username, _ENABLE, [self.key(username, "user")], []))
+
+    def delete_account(self, username: str) -> bool:
+        """Remove the account and every key of the user; False when there was no account.
+
+        One script ends every session and removes the account (from then on no token of the
+        user works and no login can record a session); then whatever else the user left (token
+        records, spent markers, failure counters) is found and removed. Every step waits for
+        the replicas; when they do not confirm the first (NotReplicated, a 503), the rest is
+        removed all the same before the error goes on, and a repeat, which finds no account,
+        waits for them too before it answers that there is none.
+        """
+        self.user_exists(username)  # moves an account of an earlier version first
+        try:
+            if self.end_every_session(username, EveryChange.DELETE) == ACCOUNT_GONE:
+                return False
+        except NotReplicated:
+            self._delete_user_keys(username, "", durably=False)
+            raise
+        self._delete_user_keys(username, "", durably=True)
+        return True
+
+    def clear_login_failures(self, username: str) -> int:
+        """Remove the user's failed-login counters, every address's and the account's, a batch
+        per script, each waiting for the replicas (the first always runs: a repeat of an
+        unconfirmed clear waits too); returns how many there were."""
+        batches = [[self.key(username, "account-failures")]]
+        batches += self.user_keys(username, "login-failures:")  # one user's addresses
+        return sum(int(self.run_durably(username, _DELETE_KEYS, keys, [])) for keys in batches)
+
+    def _delete_user_keys(self, username: str, kind: str, *, durably: bool) -> int:
+        """Delete the keys :meth:`user_keys` finds, a batch per script; with ``durably``, at
+        least one script runs (with no keys when none are found) and each waits."""
+        if kind == "":
+            self._command("DEL", f"{self.prefix}user:{username}")  # an earlier version's key
+        deleted, batches = 0, 0
+        for keys in self.user_keys(username, kind):
+            if durably:
+                deleted += int(self.run_durably(username, _DELETE_KEYS, keys, []))
+            else:
+                deleted += int(self._run(_DELETE_KEYS, keys, []))
+            batches += 1
+        if durably and not batches:
+            self.run_durably(username, _DELETE_KEYS, [], [])
+        return deleted
+
+    def user_keys(self, username: str, kind: str = "") -> Iterator[list[str]]:
+        """Batches of the user's keys that start with ``P{username}:kind``: in a cluster, read
+        from the keys of the user's one slot; else a SCAN of the whole keyspace (an operator's
+        rare action; SWEEP_COUNT keys a call)."""
+        start = self.key(username, "") + kind
+        client = self.client
+        if isinstance(client, RedisCluster):
+            node = client.get_redis_connection(client.get_node_from_key(start))
+            slot = client.keyslot(start)
+            keys = node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 2**31 - 1)
+            selected = [key for key in keys if key.startswith(start)]
+            for first in range(0, len(selected), SCAN_COUNT):
+                yield selected[first : first + SCAN_COUNT]
+            return
+        cursor = 0
+        while True:
+            cursor, keys = self._command(
+                "SCAN", cursor, "MATCH", _glob_escape(start) + "*", "COUNT", SWEEP_COUNT
+            )
+            if keys:
+                yield keys
+            if int(cursor) == 0:
+                return
+
+    def list_accounts(
+        self, cursor: AccountsCursor | None, limit: int
+    ) -> tuple[list[str], AccountsCursor | None]:
+        """A page of at most ``limit`` account names and where the next page starts (None at
+        the end): SCAN of every node that holds keys (each primary of a cluster, in slot
+        order), so no more than a page and one SCAN batch are ever in memory.
+
+        An account that exists for the whole listing is listed (SCAN's guarantee); one created
+        or deleted meanwhile may or may not be, and one may be listed twice.
+        """
+        nodes = self._scan_nodes()
+        if cursor is None:
+            cursor = AccountsCursor(nodes[0][0], 0)
+        index = next((i for i, (slot, _) in enumerate(nodes) if slot >= cursor.node_slot), None)
+        if index is None:
+            return [], None
+        node_slot, scan = nodes[index]
+        position, after = cursor.scan_cursor, cursor.after
+        if node_slot != cursor.node_slot:  # the node layout changed: start that node over
+            position, after = 0, ""
+        match = _glob_escape(self.prefix) + "*user*"
+        names: list[str] = []
+        for _ in range(MAX_SCANS_PER_PAGE):
+            following, keys = scan("SCAN", position, "MATCH", match, "COUNT", SCAN_COUNT)
+            batch = sorted({name for key in keys if (name := self._account_name(key))})
+            if after:
+                batch, after = [name for name in batch if name > after], ""
+            room = limit - len(names)
+            if len(batch) > room:
+                names += batch[:room]
+                return names, AccountsCursor(node_slot, position, names[-1])
+            names += batch
+            position = int(following)
+            if position == 0:
+                index += 1
+                if index == len(nodes):
+                    return names, None
+                node_slot, scan = nodes[index]
+            if len(names) == limit:
+                break
+        return names, AccountsCursor(node_slot, position)
+
+    def _scan_nodes(self) -> list[tuple[int, Callable[..., Any]]]:
+        """Each node to SCAN, as (its first slot, a way to send it a command), in slot order:
+        the one Redis outside a cluster, every primary of one."""
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return [(0, self._command)]
+        first_slots: dict[str, tuple[int, Any]] = {}
+        for slot, nodes in client.nodes_manager.slots_cache.items():
+            primary = nodes[0]
+            if slot < first_slots.get(primary.name, (CLUSTER_SLOTS, None))[0]:
+                first_slots[primary.name] = (slot, primary)
+        return sorted(
+            (slot, client.get_redis_connection(node).execute_command)
+            for slot, node in first_slots.values()
+        )
+
+    def _account_name(self, key: str) -> str | None:
+        """The username an account key (``P{name}:user``, or an earlier version's
+        ``Puser:name``) belongs to; None for any other key."""
+        rest = key[len(self.prefix) :]
+        if rest.startswith("{") and rest.endswith("}:user"):
+            name = rest[1 : -len("}:user")]
+        elif rest.startswith("user:"):
+            name = rest[len("user:") :]
+        else:
+            return None
+        return name if USERNAME_PATTERN.fullmatch(name) else None
 
     def ping(self) -> bool:
         """True when Redis answers; raises redis.RedisError when it does not."""
@@ -668,6 +1107,11 @@ class RedisStore:
             connection.disconnect()
             single.close()
             raise
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob (MATCH)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _exchange(connection: AbstractConnection, commands: list[list[str | int]]) -> list[Any]:

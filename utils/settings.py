@@ -49,11 +49,16 @@ class Settings:
     demo_users: tuple[tuple[str, str], ...]
     login_max_failures: int
     login_lock_seconds: int
+    account_max_failures: int
+    register_max_per_address: int
+    register_window_seconds: int
     cookie_mode: bool
     cors_origins: tuple[str, ...]
     trusted_proxies: frozenset[str]
     max_content_length: int
     introspection_clients: tuple[tuple[str, str], ...]
+    admin_clients: tuple[tuple[str, str], ...]
+    admin_allow_ips: tuple[AddressNetwork, ...]
     max_sessions_per_user: int
     refresh_reuse_grace_seconds: int
     log_format: str

@@ -42,6 +42,23 @@ def read_password_change(fields: Mapping[str, Any]) -> tuple[str, str]:
     return password, new_password
 
 
+def read_new_password(fields: Mapping[str, Any]) -> str:
+    """``newPassword`` from a form or JSON object, by the register rules (an operator setting a
+    password). Raises BadRequest."""
+    new_password = fields.get("newPassword")
+    if (
+        not isinstance(new_password, str)
+        or len(new_password) > MAX_PASSWORD_LENGTH
+        or not _is_encodable(new_password)
+    ):
+        raise BadRequest(
+            f"Field 'newPassword' is required: {MIN_PASSWORD_LENGTH}-{MAX_PASSWORD_LENGTH} "
+            "characters of UTF-8 text."
+        )
+    check_new_password(new_password)
+    return new_password
+
+
 def check_new_password(password: str) -> None:
     """Registration's stricter rule: at least 8 characters (demo users are exempt)."""
     if len(password) < MIN_PASSWORD_LENGTH:

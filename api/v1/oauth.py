@@ -16,6 +16,7 @@ from flask import request
 from api.v1.common import caller
 from api.v1.common import no_store
 from utils import auth
+from utils.errors import AccountDisabled
 from utils.errors import BadRequest
 from utils.errors import NotFound
 from utils.errors import OAuthError
@@ -49,6 +50,8 @@ def token() -> Response:
         raise OAuthError("invalid_request", error.message) from None
     except Unauthorized as error:  # RFC 6749 §5.2: bad credentials or refresh token
         raise OAuthError("invalid_grant", error.message) from None
+    except AccountDisabled as error:  # SPEC: a 403, whose body still names the RFC's error
+        raise OAuthError("invalid_grant", error.message, error.status) from None
     settings = get_settings()
     return no_store(
         jsonify(
@@ -78,7 +81,7 @@ def introspect() -> Response:
     if (
         credentials is None
         or credentials.type != "basic"
-        or not auth.is_introspection_client(credentials.username, credentials.password, clients)
+        or not auth.is_configured_client(credentials.username, credentials.password, clients)
     ):
         raise OAuthError(
             "invalid_client",

@@ -37,6 +37,20 @@ TOKENS_SCHEMA = {
         "refreshExpiresIn": {"type": "integer"},
     },
 }
+# COOKIE_MODE=true: the tokens are only in HttpOnly cookies; the body carries the CSRF value.
+COOKIE_SESSION_SCHEMA = {
+    "type": "object",
+    "required": ["tokenType", "expiresIn", "refreshExpiresIn", "csrfToken"],
+    "properties": {
+        "tokenType": {"const": "Bearer"},
+        "expiresIn": {"type": "integer"},
+        "refreshExpiresIn": {"type": "integer"},
+        "csrfToken": {"type": "string"},
+    },
+    "not": {
+        "anyOf": [{"required": ["accessToken"]}, {"required": ["refreshToken"]}],
+    },
+}
 NEW_ACCOUNT_SCHEMA = {
     "type": "object",
     "required": ["username", "password"],
@@ -109,15 +123,17 @@ OAUTH_TOKENS_SCHEMA = {
 ERROR_MEANINGS = {
     "400": "Missing or malformed fields.",
     "401": "Bad credentials, or a token missing, malformed, expired, revoked or of the wrong type.",
-    "403": f"A token taken from a cookie without the matching {CSRF_HEADER} header.",
+    "403": f"A token taken from a cookie without the matching {CSRF_HEADER} header, or the "
+    "right password of a disabled account.",
     "404": "Not found.",
     "409": "The username is taken.",
     "413": "The request body is over the limit.",
-    "429": "Too many failed logins for this username and client; see Retry-After.",
+    "429": "Too many failed logins (for this username and client, or for this username from "
+    "every client), or registrations from this client; see Retry-After.",
     "503": (
         "Redis is unreachable, or (logout, logout-all, ending a session, a password change, "
-        "revocation, registration) the change could not be confirmed on enough Redis replicas "
-        "and the request may be repeated; see Retry-After."
+        "revocation, registration, every /admin change) the change could not be confirmed on "
+        "enough Redis replicas and the request may be repeated; see Retry-After."
     ),
 }
 # Every route may answer these: a malformed request, a body over the limit, Redis failing.
@@ -189,8 +205,20 @@ ACCESS_TOKEN = [{"bearer": []}, {"queryToken": []}, {"cookieToken": []}]
 REFRESH_TOKEN = [{"bearer": []}, {"queryToken": []}, {"refreshCookie": []}]
 OPTIONAL_ACCESS_TOKEN = [*ACCESS_TOKEN, {}]
 
-TOKENS = _json("An access and a refresh token (never cached).", TOKENS_SCHEMA)
+TOKENS = _json(
+    "An access and a refresh token (never cached). With COOKIE_MODE=true no token: they are "
+    f"set as HttpOnly cookies ({ACCESS_COOKIE}, {REFRESH_COOKIE}) beside the readable "
+    "csrf_token cookie, whose value the body repeats for the X-CSRF-Token header.",
+    {
+        "oneOf": [
+            {"$ref": "#/components/schemas/Tokens"},
+            {"$ref": "#/components/schemas/CookieSession"},
+        ]
+    },
+)
 PUBLIC, USER, OAUTH, OPERATIONS_TAG = ("public",), ("user",), ("oauth",), ("operations",)
+ADMIN_TAG = ("admin",)
+ADMIN_CLIENT = [{"adminClient": []}]
 
 
 def _form(required: list[str], **properties: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +245,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                         "properties": {"username": {"type": "string"}},
                     },
                 ),
-                **_errors("400", "409"),
+                **_errors("400", "409", "429"),
             },
             tags=PUBLIC,
             body=_body(NEW_ACCOUNT_SCHEMA, FORM, JSON),
@@ -226,7 +254,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/public/login": {
         "post": _operation(
             "Check the credentials and issue a token pair in a new session.",
-            {"200": TOKENS, **_errors("400", "401", "429")},
+            {"200": TOKENS, **_errors("400", "401", "403", "429")},
             tags=PUBLIC,
             body=_body(CREDENTIALS_SCHEMA, FORM, JSON),
         ),
@@ -409,11 +437,15 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "post": _operation(
             "RFC 6749 token endpoint: the password and refresh_token grants.",
             {
-                "200": _json("Tokens (never cached).", OAUTH_TOKENS_SCHEMA),
+                "200": _json(
+                    "Tokens (never cached), in the body whatever COOKIE_MODE says; no cookie.",
+                    OAUTH_TOKENS_SCHEMA,
+                ),
                 "400": _oauth_error(
                     "invalid_request, unsupported_grant_type, or invalid_grant (bad credentials "
                     "or a bad, spent or revoked refresh token)."
                 ),
+                "403": _oauth_error("invalid_grant: the right password of a disabled account."),
                 **_oauth_errors("429"),
             },
             tags=OAUTH,
@@ -529,6 +561,152 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def _object(**properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _admin(
+    summary: str,
+    answer: dict[str, Any],
+    *errors: str,
+    path_parameters: tuple[str, ...] = (),
+    body: dict[str, Any] | None = None,
+    status: str = "200",
+) -> dict[str, Any]:
+    """An ``/admin`` operation: HTTP Basic with an ADMIN_CLIENTS client (401 without), 404 for
+    an unknown user and for anyone ADMIN_CLIENTS and ADMIN_ALLOW_IPS leave out."""
+    operation = _operation(
+        summary,
+        {status: _json("Done.", answer), "401": ADMIN_UNAUTHORIZED, **_errors("404", *errors)},
+        tags=ADMIN_TAG,
+        security=ADMIN_CLIENT,
+        body=body,
+    )
+    operation["parameters"] = [
+        {"$ref": "#/components/parameters/RequestId"},
+        *(
+            {"name": name, "in": "path", "required": True, "schema": STRING}
+            for name in path_parameters
+        ),
+    ]
+    return operation
+
+
+ADMIN_UNAUTHORIZED = {
+    "description": "No or wrong client credentials (HTTP Basic; "
+    'WWW-Authenticate: Basic realm="flask-jwt-redis admin").',
+    "headers": {"WWW-Authenticate": {"schema": STRING}},
+    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+USER_PATH = ("username",)
+ADMIN_SESSION_SCHEMA = {
+    **SESSION_SCHEMA,
+    "required": [name for name in SESSION_SCHEMA["required"] if name != "current"],
+    "properties": {k: v for k, v in SESSION_SCHEMA["properties"].items() if k != "current"},
+}
+ENDED_SESSIONS = _object(endedSessions={"type": "integer", "minimum": 0})
+
+ADMIN_OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "/admin/users": {
+        "get": {
+            **_admin(
+                "Every account, a page at a time (follow next until it is null).",
+                _object(
+                    users={"type": "array", "items": STRING, "maxItems": 1000},
+                    next={"type": ["string", "null"]},
+                ),
+                "400",
+            ),
+            "parameters": [
+                {"$ref": "#/components/parameters/RequestId"},
+                {"name": "cursor", "in": "query", "required": False, "schema": STRING},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                },
+            ],
+        },
+        "post": _admin(
+            "Create an account by the register rules.",
+            _object(username=STRING),
+            "400",
+            "409",
+            body=_body(NEW_ACCOUNT_SCHEMA, FORM, JSON),
+            status="201",
+        ),
+    },
+    "/admin/users/{username}": {
+        "get": _admin(
+            "The account, whether it is disabled, and its live sessions.",
+            _object(
+                username=STRING,
+                createdAt={"type": "integer"},
+                disabled={"type": "boolean"},
+                sessions={"type": "array", "items": ADMIN_SESSION_SCHEMA},
+            ),
+            path_parameters=USER_PATH,
+        ),
+        "delete": _admin(
+            "Remove the account, its sessions, tokens and counts; the name is free again.",
+            _object(deleted=STRING),
+            path_parameters=USER_PATH,
+        ),
+    },
+    "/admin/users/{username}/sessions": {
+        "delete": _admin(
+            "End every session of the user at once.", ENDED_SESSIONS, path_parameters=USER_PATH
+        ),
+    },
+    "/admin/users/{username}/sessions/{session_id}": {
+        "delete": _admin(
+            "End one live session of the user (404 when it is not one).",
+            _object(ended=STRING),
+            path_parameters=(*USER_PATH, "session_id"),
+        ),
+    },
+    "/admin/users/{username}/disable": {
+        "post": _admin(
+            "End every session at once; from then on a correct password gets 403.",
+            _object(
+                username=STRING,
+                disabled={"const": True},
+                endedSessions={"type": "integer", "minimum": 0},
+            ),
+            path_parameters=USER_PATH,
+        ),
+    },
+    "/admin/users/{username}/enable": {
+        "post": _admin(
+            "Let the user log in again.",
+            _object(username=STRING, disabled={"const": False}),
+            path_parameters=USER_PATH,
+        ),
+    },
+    "/admin/users/{username}/unlock": {
+        "post": _admin(
+            "Start the user's failed-login counts (every address, and the account's) from zero.",
+            _object(username=STRING),
+            path_parameters=USER_PATH,
+        ),
+    },
+    "/admin/users/{username}/password": {
+        "post": _admin(
+            "Set the password (register rules); every session of the user ends.",
+            ENDED_SESSIONS,
+            "400",
+            path_parameters=USER_PATH,
+            body=_body(
+                _object(newPassword={"type": "string", "minLength": 8, "maxLength": 128}),
+                FORM,
+                JSON,
+            ),
+        ),
+    },
+}
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """The whole document (built once per process)."""
@@ -540,12 +718,13 @@ def openapi_document() -> dict[str, Any]:
             "description": "JWT login with a Redis allowlist: access and refresh tokens, "
             "rotation with reuse detection, immediate revocation.",
         },
-        "paths": OPERATIONS,
+        "paths": OPERATIONS | ADMIN_OPERATIONS,
         "components": {
             "schemas": {
                 "Error": ERROR_SCHEMA,
                 "OAuthError": OAUTH_ERROR_SCHEMA,
                 "Tokens": TOKENS_SCHEMA,
+                "CookieSession": COOKIE_SESSION_SCHEMA,
             },
             "parameters": {
                 "RequestId": {
@@ -567,6 +746,11 @@ def openapi_document() -> dict[str, Any]:
                 "cookieToken": {"type": "apiKey", "in": "cookie", "name": ACCESS_COOKIE},
                 "refreshCookie": {"type": "apiKey", "in": "cookie", "name": REFRESH_COOKIE},
                 "introspectionClient": {"type": "http", "scheme": "basic"},
+                "adminClient": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "An ADMIN_CLIENTS id and secret, from ADMIN_ALLOW_IPS.",
+                },
             },
         },
     }

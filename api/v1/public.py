@@ -14,6 +14,7 @@ from api.v1.common import request_fields
 from utils import audit
 from utils import auth
 from utils.errors import Conflict
+from utils.errors import TooManyAttempts
 from utils.passwords import hash_password
 from utils.state import get_settings
 from utils.state import get_store
@@ -37,7 +38,16 @@ def register() -> tuple[Response, int]:
     """Create an account from a form or JSON ``username`` and ``password``."""
     username, password = read_credentials(request_fields())
     check_new_password(password)
-    if not get_store().create_user(username, hash_password(password)):
+    settings, store = get_settings(), get_store()
+    attempts, retry_after = store.count_registration(
+        caller().address, settings.register_window_seconds
+    )
+    if attempts > settings.register_max_per_address:  # each attempt costs a slow hash
+        audit.audit(audit.REGISTER_THROTTLED, None)
+        raise TooManyAttempts(
+            retry_after, "Too many registrations from this address; try again later."
+        )
+    if not store.create_user(username, hash_password(password)):
         raise Conflict("That username is taken.")
     audit.audit(audit.REGISTERED, username)
     return jsonify(username=username), HTTPStatus.CREATED
@@ -60,22 +70,24 @@ def feed() -> Response:
 
 
 def token_response(pair: TokenPair) -> Response:
-    """The tokens body (RFC 6749 §5.1: never cached), plus cookies in cookie mode."""
+    """The tokens body (RFC 6749 §5.1: never cached); in cookie mode the tokens go only into
+    HttpOnly cookies and the body carries the CSRF value instead, so that no script in the
+    page, an injected one included, can read a token from an answer."""
     settings = get_settings()
-    response = jsonify(
-        accessToken=pair.access_token,
-        refreshToken=pair.refresh_token,
-        tokenType="Bearer",
-        expiresIn=settings.access_token_ttl,
-        refreshExpiresIn=settings.refresh_token_ttl,
+    facts = {
+        "tokenType": "Bearer",
+        "expiresIn": settings.access_token_ttl,
+        "refreshExpiresIn": settings.refresh_token_ttl,
+    }
+    if not settings.cookie_mode:
+        tokens = {"accessToken": pair.access_token, "refreshToken": pair.refresh_token}
+        return no_store(jsonify(**tokens, **facts))
+    response = no_store(jsonify(**facts, csrfToken=pair.csrf))
+    set_token_cookies(
+        response,
+        pair,
+        settings.access_token_ttl,
+        settings.refresh_token_ttl,
+        secure=not settings.is_development,
     )
-    no_store(response)
-    if settings.cookie_mode:
-        set_token_cookies(
-            response,
-            pair,
-            settings.access_token_ttl,
-            settings.refresh_token_ttl,
-            secure=not settings.is_development,
-        )
     return response
