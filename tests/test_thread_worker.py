@@ -81,11 +81,14 @@ def read_answers(sock: socket.socket, count: int) -> list[bytes]:
 
 
 def closed_by_server_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes (or resets) the connection within ``seconds``."""
     sock.settimeout(seconds)
     try:
         return sock.recv(1) == b""
     except TimeoutError:
         return False
+    except ConnectionResetError:
+        return True
 
 
 def test_the_worker_in_use_is_the_shared_poll_one(one_thread):

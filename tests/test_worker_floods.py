@@ -34,13 +34,15 @@ from tests.test_server import server_env
 from tests.test_server import start
 from tests.test_server import stop
 from tests.test_thread_worker import PING
+from tests.test_thread_worker import closed_by_server_within
 from tests.test_thread_worker import read_answers
 
 RECOVERY_SECONDS = 10  # "within 10 s of the flood ending every worker serves again"
 
 
-def serve(redis_server, tmp_path: Path, worker_class: str, threads: int = 2, **extra: str):
-    env = server_env(
+def one_worker_env(redis_server, worker_class: str, threads: int, **extra: str) -> dict[str, str]:
+    """gunicorn.conf.py's environment for one worker of ``worker_class`` on the private Redis."""
+    return server_env(
         APP_ENV="development",
         REDIS_URL=redis_server.url,
         PORT=str(free_port()),
@@ -49,22 +51,15 @@ def serve(redis_server, tmp_path: Path, worker_class: str, threads: int = 2, **e
         GUNICORN_THREADS=str(threads),
         **extra,
     )
+
+
+def serve(redis_server, tmp_path: Path, worker_class: str, threads: int = 2, **extra: str):
+    env = one_worker_env(redis_server, worker_class, threads, **extra)
     return start(GUNICORN, env, tmp_path / "gunicorn.log")
 
 
 def connect(served: Served) -> socket.socket:
     return socket.create_connection(("127.0.0.1", served.port), timeout=10)
-
-
-def closed_by_server_within(sock: socket.socket, seconds: float) -> bool:
-    """Whether the server closes (or resets) the connection within ``seconds``."""
-    sock.settimeout(seconds)
-    try:
-        return sock.recv(1) == b""
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
 
 
 def pings(served: Served) -> bool:
@@ -311,13 +306,10 @@ def test_tls_is_served_on_gunicorns_worker_classes_kept_alive_too(
     redis_server, tmp_path, certificate, worker_class
 ):
     cert_file, key_file = certificate
-    env = server_env(
-        APP_ENV="development",
-        REDIS_URL=redis_server.url,
-        PORT=str(free_port()),
-        WEB_CONCURRENCY="1",
-        GUNICORN_WORKER_CLASS=worker_class,
-        GUNICORN_THREADS="2" if worker_class == "gthread" else "1",
+    env = one_worker_env(
+        redis_server,
+        worker_class,
+        threads=2 if worker_class == "gthread" else 1,
         GUNICORN_CMD_ARGS=f"--certfile {cert_file} --keyfile {key_file}",
     )
     port = int(env["PORT"])
