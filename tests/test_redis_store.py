@@ -13,10 +13,11 @@ import redis
 from devtools.processes import wait_until
 from tests.conftest import service_client
 from utils import redis as redis_store
+from utils import redis_scripts
 from utils.net import Caller
 from utils.redis import RedisStore
 from utils.redis import Rotation
-from utils.redis import Script
+from utils.redis_scripts import Script
 from utils.tokens import TokenPair
 
 
@@ -319,7 +320,7 @@ def test_accounts_under_the_old_key_names_are_moved_on_first_use(store, redis_cl
 def test_every_script_touches_only_the_keys_it_is_given():
     """Redis Cluster routes a script by its KEYS: a key built inside the script could live
     in another slot (or node) and is not declared to Redis. Every command's key is a KEYS[i]."""
-    scripts = [value for value in vars(redis_store).values() if isinstance(value, Script)]
+    scripts = [value for value in vars(redis_scripts).values() if isinstance(value, Script)]
     assert len(scripts) == 11
     for script in scripts:
         calls = re.findall(r"redis\.call\('(\w+)',\s*([^,)]+)", script.source)
