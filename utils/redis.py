@@ -1,40 +1,12 @@
 """The Redis side: the token allowlist, sessions, login attempts and user accounts.
 
-Keys, all under the configured prefix and a hash tag of the user's name, so that every key of
-one user lives in one Redis Cluster slot and each multi-key change can be one atomic script
-(``P`` is REDIS_KEY_PREFIX, ``{u}`` the user's name in braces; all but ``user`` carry a TTL):
-
-* ``P{u}:token:<jti>`` -> username, expiring exactly at the token's ``exp`` (the Go app's
-  allowlist); a token is live while its record and its session's record both exist;
-* ``P{u}:spent:<jti>`` -> ``"<new jti> <time>"``: the refresh jti that replaced a refresh token
-  spent once and when (reuse detection, the reuse grace window, and recognising our own
-  retried rotation);
-* ``P{u}:session:<sid>`` -> sorted set of the session's token jtis scored by ``exp``; ending a
-  session deletes it, which revokes all its tokens at once (their own records then lapse at
-  their ``exp``: a script may only touch keys it is given, and it cannot know them up front);
-* ``P{u}:session-meta:<sid>`` -> hash of what ``GET /user/sessions`` shows (created, refreshed,
-  expires, client address, user agent), expiring with the session's last token;
-* ``P{u}:sessions`` -> sorted set of the user's session ids scored by their last ``exp``;
-* ``P{u}:session-order`` -> sorted set of the same ids scored by when each was last issued
-  tokens, a per-user count that only grows (the session limit ends the lowest: exact, where
-  seconds would tie), expiring with the user's last session;
-* ``P{u}:login-failures:<address>`` -> login attempts of the user from one address, and
-  ``P{u}:account-failures`` -> from every address, each with the lock window as TTL;
-* ``P{address:<a>}:registrations`` -> registrations attempted from one client address, with
-  the registration window as TTL (an address's own hash tag: the colon keeps it apart from
-  every username's);
-* ``P{u}:user`` -> hash with the Argon2id ``password`` hash, ``created`` time, the account
-  ``version`` (absent = 0; see :meth:`RedisStore.change_account`) and, while an operator has
-  disabled the account, ``disabled``. Accounts written by earlier versions under ``Puser:<u>``
-  are moved here the first time they are used.
+The keys' names and what each holds: utils/redis_keys.py.
 
 The account version is how a change to an account ends every session issued before it, with no
 gap for a login in flight: a login reads the version with the password hash, and the script
 that records its session refuses when the version has moved since; each session remembers the
 version it was issued under (``session-meta``'s ``version``) and a refresh refuses, ending the
 session, when the account's has moved on.
-* ``P{u}:replicated`` -> a mark written after each change that waits for the replicas
-  (:meth:`RedisStore.run_durably`), expiring after ``MARK_SECONDS``.
 
 Each change is one Lua script (utils/redis_scripts.py).
 """
@@ -61,9 +33,10 @@ from redis.connection import AbstractConnection
 from utils import redis_scripts as scripts
 from utils.allowlist_cache import AllowlistCache
 from utils.net import Caller
+from utils.redis_keys import KeyLayout
+from utils.redis_keys import glob_escape
 from utils.redis_scripts import Script
 from utils.tokens import TokenPair
-from utils.users import USERNAME_PATTERN
 
 Client = redis.Redis | RedisCluster
 NOEVICTION = "noeviction"
@@ -217,6 +190,7 @@ class RedisStore:
         # decided once: isinstance against RedisCluster is slow (a typing.Generic subclass)
         self._standalone = client if isinstance(client, redis.Redis) else None
         self.prefix = prefix
+        self.layout = KeyLayout(prefix)
         self._threads = threading.local()
         self._pid = os.getpid()
         self._allowlist_cache = allowlist_cache
@@ -247,23 +221,6 @@ class RedisStore:
         client.close()
         if isinstance(client, redis.Redis):
             client.connection_pool.disconnect()
-
-    def key(self, username: str, kind: str, name: str = "") -> str:
-        """``P{username}:kind[:name]``: the hash tag keeps one user's keys in one slot."""
-        base = f"{self.prefix}{{{username}}}:{kind}"
-        return f"{base}:{name}" if name else base
-
-    def _pair_keys(self, pair: TokenPair) -> list[str]:
-        user = pair.username
-        return [
-            self.key(user, "token", pair.access_jti),
-            self.key(user, "token", pair.refresh_jti),
-            self.key(user, "session", pair.session_id),
-            self.key(user, "sessions"),
-            self.key(user, "session-meta", pair.session_id),
-            self.key(user, "user"),
-            self.key(user, "session-order"),
-        ]
 
     def _now(self) -> int:
         return int(self._clock())
@@ -297,9 +254,9 @@ class RedisStore:
         counters (the caller's address's and the account's: a success resets them). Beyond
         ``max_sessions``, the user's least recently issued sessions end (one more round trip,
         only then)."""
-        keys = self._pair_keys(pair)
+        keys = self.layout.pair_keys(pair)
         if reset_failures:
-            keys += self._failure_keys(pair.username, caller.address)
+            keys += self.layout.failure_keys(pair.username, caller.address)
         args = [*self._pair_args(pair, caller), account_version, max_sessions]
         recorded, *beyond = self._run(scripts.ISSUE, keys, args)
         if beyond:
@@ -310,7 +267,7 @@ class RedisStore:
         """The allowlist check, paid on every authenticated request: one EXISTS of the token's
         record and its session's (ending a session deletes the latter), unless the allowlist
         cache (utils/allowlist_cache.py) knows both exist and Redis has reported no change."""
-        user = f"{self.prefix}{{{username}}}:"  # self.key(), inlined on the hot path
+        user = f"{self.prefix}{{{username}}}:"  # self.layout.key(), inlined on the hot path
         token_key, session_key = user + "token:" + jti, user + "session:" + session_id
         cache = self._allowlist_cache
         generation = None if cache is None else cache.current()
@@ -334,21 +291,21 @@ class RedisStore:
         (unless the reuse comes within ``reuse_grace_seconds`` of the spending). A session
         issued under an older account version ends: REVOKED."""
         user = new_pair.username
-        keys = self._pair_keys(new_pair)
-        keys += [self.key(user, "token", old_jti), self.key(user, "spent", old_jti)]
+        keys = self.layout.pair_keys(new_pair)
+        keys += [self.layout.key(user, "token", old_jti), self.layout.key(user, "spent", old_jti)]
         args = [*self._pair_args(new_pair, caller), old_jti, old_exp, reuse_grace_seconds]
         return Rotation(int(self._run(scripts.ROTATE, keys, args)))
 
     def end_session(self, username: str, session_id: str) -> int:
         """Revoke every token of one session (durably: :meth:`run_durably`); returns how many
         records were in it."""
-        keys = self._session_keys(username, [session_id])
+        keys = self.layout.session_keys(username, [session_id])
         return int(self.run_durably(username, scripts.END_SESSIONS, keys, [session_id]))
 
     def end_own_session(self, username: str, session_id: str) -> bool:
         """As :meth:`end_session`, only if ``session_id`` is a live session of ``username``
         (a 404 waits too: after an unconfirmed end, its repeat finds the session gone)."""
-        keys = self._session_keys(username, [session_id])
+        keys = self.layout.session_keys(username, [session_id])
         args = [session_id, self._now()]
         return bool(self.run_durably(username, scripts.END_OWN_SESSION, keys, args))
 
@@ -360,8 +317,8 @@ class RedisStore:
         read first. A session a concurrent login starts in between lives on, as if that login
         had come just after this call.
         """
-        session_ids = self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
-        keys = self._session_keys(username, session_ids)
+        session_ids = self._command("ZRANGE", self.layout.key(username, "sessions"), 0, -1)
+        keys = self.layout.session_keys(username, session_ids)
         self.run_durably(username, scripts.END_SESSIONS, keys, session_ids)
         return len(session_ids)
 
@@ -369,11 +326,11 @@ class RedisStore:
         """The user's live sessions, newest first: their ids, then their records (two round
         trips, read only)."""
         live = self._command(
-            "ZRANGE", self.key(username, "sessions"), f"({self._now()}", "+inf", "BYSCORE"
+            "ZRANGE", self.layout.key(username, "sessions"), f"({self._now()}", "+inf", "BYSCORE"
         )
         if not live:
             return []
-        keys = [self.key(username, "session-meta", sid) for sid in live]
+        keys = [self.layout.key(username, "session-meta", sid) for sid in live]
         records = self._run(scripts.READ_SESSIONS, keys, [])
         sessions = [
             _session(sid, _pairs(flat)) for sid, flat in zip(live, records, strict=True) if flat
@@ -397,7 +354,7 @@ class RedisStore:
             {"password": password_hash},
             keep_session=keep_session,
             if_version=account_version,
-            clear=self._failure_keys(username, caller.address),
+            clear=self.layout.failure_keys(username, caller.address),
         )
 
     def change_account(
@@ -427,12 +384,12 @@ class RedisStore:
         for _ in range(_CHANGE_ACCOUNT_TRIES):
             others = [
                 sid
-                for sid in self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
+                for sid in self._command("ZRANGE", self.layout.key(username, "sessions"), 0, -1)
                 if sid != keep_session
             ]
-            sessions, order, *ended = self._session_keys(username, others)
-            kept_meta = self.key(username, "session-meta", keep_session or "")
-            keys = [self.key(username, "user"), sessions, order, kept_meta, *ended, *clear]
+            sessions, order, *ended = self.layout.session_keys(username, others)
+            kept_meta = self.layout.key(username, "session-meta", keep_session or "")
+            keys = [self.layout.key(username, "user"), sessions, order, kept_meta, *ended, *clear]
             args = [self._now(), keep_session or "", expected, len(fields), len(others)]
             outcome = int(
                 self.run_durably(username, scripts.CHANGE_ACCOUNT, keys, [*args, *pairs, *others])
@@ -441,23 +398,9 @@ class RedisStore:
                 return outcome
         raise AccountBusy(f"sessions kept changing while the account of {username!r} changed")
 
-    def _session_keys(self, username: str, session_ids: list[str]) -> list[str]:
-        """The user's sessions and session-order sets, then each session's record and meta."""
-        keys = [self.key(username, "sessions"), self.key(username, "session-order")]
-        for sid in session_ids:
-            keys += [self.key(username, "session", sid), self.key(username, "session-meta", sid)]
-        return keys
-
     def _end_sessions(self, username: str, session_ids: list[str]) -> int:
-        keys = self._session_keys(username, session_ids)
+        keys = self.layout.session_keys(username, session_ids)
         return int(self._run(scripts.END_SESSIONS, keys, session_ids))
-
-    def _failure_keys(self, username: str, address: str) -> list[str]:
-        """The user's failed-login counters: from this address, and from every address."""
-        return [
-            self.key(username, "login-failures", address),
-            self.key(username, "account-failures"),
-        ]
 
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
         """Count this attempt (per address and per account) and fetch the password hash: one
@@ -465,7 +408,7 @@ class RedisStore:
 
         (A resend after a broken connection may count one attempt twice: the safe side.)
         """
-        keys = [*self._failure_keys(username, address), self.key(username, "user")]
+        keys = [*self.layout.failure_keys(username, address), self.layout.key(username, "user")]
         (
             attempts,
             retry_after,
@@ -490,7 +433,7 @@ class RedisStore:
     def count_registration(self, address: str, window_seconds: int) -> tuple[int, int]:
         """Count a registration attempted from ``address``: its number in the current window
         and the window's seconds left (one key in the address's own slot, one round trip)."""
-        key = f"{self.prefix}{{address:{address}}}:registrations"
+        key = self.layout.registration_key(address)
         count, retry_after = self._run(scripts.COUNT, [key], [window_seconds])
         return int(count), int(retry_after)
 
@@ -498,35 +441,35 @@ class RedisStore:
         """Store a new account, durably (:meth:`run_durably`); False if the username is taken."""
         if self._adopt_legacy_account(username):
             return False
-        keys, args = [self.key(username, "user")], [password_hash, int(time.time())]
+        keys, args = [self.layout.key(username, "user")], [password_hash, int(time.time())]
         return bool(self.run_durably(username, scripts.CREATE_USER, keys, args))
 
     def user_exists(self, username: str) -> bool:
         """Whether an account exists (used to seed demo users without re-hashing)."""
-        exists = self._command("EXISTS", self.key(username, "user"))
+        exists = self._command("EXISTS", self.layout.key(username, "user"))
         return bool(exists) or self._adopt_legacy_account(username) is not None
 
     def _create_user(self, username: str, password_hash: str, created: int | str) -> bool:
-        keys = [self.key(username, "user")]
+        keys = [self.layout.key(username, "user")]
         return bool(self._run(scripts.CREATE_USER, keys, [password_hash, created]))
 
     def _adopt_legacy_account(self, username: str) -> str | None:
         """Move an account stored under the key name of earlier versions (``Puser:<name>``,
         another cluster slot, so two steps: copy if absent, then delete); its password hash,
         or None when there is none. Safe to run concurrently and to repeat."""
-        legacy_key = f"{self.prefix}user:{username}"
+        legacy_key = self.layout.legacy_account_key(username)
         password_hash, created = self._command("HMGET", legacy_key, "password", "created")
         if password_hash is None:
             return None
         self._create_user(username, password_hash, created or int(time.time()))
         self._command("DEL", legacy_key)
-        return self._command("HGET", self.key(username, "user"), "password")
+        return self._command("HGET", self.layout.key(username, "user"), "password")
 
     def account(self, username: str) -> Account | None:
         """The account's record, or None when there is none."""
         if not self.user_exists(username):
             return None
-        account_key = self.key(username, "user")
+        account_key = self.layout.key(username, "user")
         created, disabled = self._command("HMGET", account_key, "created", "disabled")
         return Account(int(created or 0), bool(disabled))
 
@@ -545,13 +488,15 @@ class RedisStore:
         elif change is EveryChange.SET_PASSWORD:
             fields = {"password": password_hash}
         elif change is EveryChange.DELETE:
-            clear = [self.key(username, "user"), self.key(username, "session-order")]
+            clear = [self.layout.key(username, "user"), self.layout.key(username, "session-order")]
         return self.change_account(username, fields, clear=clear)
 
     def enable_account(self, username: str) -> bool:
         """Lift ``disabled``; False when there is no account."""
         self.user_exists(username)
-        return bool(self.run_durably(username, scripts.ENABLE, [self.key(username, "user")], []))
+        return bool(
+            self.run_durably(username, scripts.ENABLE, [self.layout.key(username, "user")], [])
+        )
 
     def delete_account(self, username: str) -> bool:
         """Remove the account and every key of the user; False when there was no account.
@@ -577,7 +522,7 @@ class RedisStore:
         """Remove the user's failed-login counters, every address's and the account's, a batch
         per script, each waiting for the replicas (the first always runs: a repeat of an
         unconfirmed clear waits too); returns how many there were."""
-        batches = [[self.key(username, "account-failures")]]
+        batches = [[self.layout.key(username, "account-failures")]]
         batches += self.user_keys(username, "login-failures:")  # one user's addresses
         return sum(
             int(self.run_durably(username, scripts.DELETE_KEYS, keys, [])) for keys in batches
@@ -587,7 +532,9 @@ class RedisStore:
         """Delete the keys :meth:`user_keys` finds, a batch per script; with ``durably``, at
         least one script runs (with no keys when none are found) and each waits."""
         if kind == "":
-            self._command("DEL", f"{self.prefix}user:{username}")  # an earlier version's key
+            self._command(
+                "DEL", self.layout.legacy_account_key(username)
+            )  # an earlier version's key
         deleted, batches = 0, 0
         for keys in self.user_keys(username, kind):
             if durably:
@@ -603,7 +550,7 @@ class RedisStore:
         """Batches of the user's keys that start with ``P{username}:kind``: in a cluster, read
         from the keys of the user's one slot; else a SCAN of the whole keyspace (an operator's
         rare action; SWEEP_COUNT keys a call)."""
-        start = self.key(username, "") + kind
+        start = self.layout.key(username, "") + kind
         client = self.client
         if isinstance(client, RedisCluster):
             node = client.get_redis_connection(client.get_node_from_key(start))
@@ -616,7 +563,7 @@ class RedisStore:
         cursor = 0
         while True:
             cursor, keys = self._command(
-                "SCAN", cursor, "MATCH", _glob_escape(start) + "*", "COUNT", SWEEP_COUNT
+                "SCAN", cursor, "MATCH", glob_escape(start) + "*", "COUNT", SWEEP_COUNT
             )
             if keys:
                 yield keys
@@ -643,11 +590,11 @@ class RedisStore:
         position, after = cursor.scan_cursor, cursor.after
         if node_slot != cursor.node_slot:  # the node layout changed: start that node over
             position, after = 0, ""
-        match = _glob_escape(self.prefix) + "*user*"
+        match = self.layout.accounts_match()
         names: list[str] = []
         for _ in range(MAX_SCANS_PER_PAGE):
             following, keys = scan("SCAN", position, "MATCH", match, "COUNT", SCAN_COUNT)
-            batch = sorted({name for key in keys if (name := self._account_name(key))})
+            batch = sorted({name for key in keys if (name := self.layout.account_name(key))})
             if after:
                 batch, after = [name for name in batch if name > after], ""
             room = limit - len(names)
@@ -680,18 +627,6 @@ class RedisStore:
             (slot, client.get_redis_connection(node).execute_command)
             for slot, node in first_slots.values()
         )
-
-    def _account_name(self, key: str) -> str | None:
-        """The username an account key (``P{name}:user``, or an earlier version's
-        ``Puser:name``) belongs to; None for any other key."""
-        rest = key[len(self.prefix) :]
-        if rest.startswith("{") and rest.endswith("}:user"):
-            name = rest[1 : -len("}:user")]
-        elif rest.startswith("user:"):
-            name = rest[len("user:") :]
-        else:
-            return None
-        return name if USERNAME_PATTERN.fullmatch(name) else None
 
     def ping(self) -> bool:
         """True when Redis answers; raises redis.RedisError when it does not."""
@@ -736,7 +671,7 @@ class RedisStore:
         """
         if not self._wait_replicas:
             return self._run(script, keys, args)
-        mark = self.key(username, "replicated")
+        mark = self.layout.key(username, "replicated")
         client = self._standalone
         if client is not None:
             try:
@@ -847,11 +782,6 @@ class RedisStore:
             connection.disconnect()
             single.close()
             raise
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally by a Redis glob (MATCH)."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _exchange(connection: AbstractConnection, commands: list[list[str | int]]) -> list[Any]:
