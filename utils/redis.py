@@ -14,9 +14,7 @@ Each change is one Lua script (utils/redis_scripts.py).
 from __future__ import annotations
 
 import enum
-import os
 import re
-import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -28,35 +26,18 @@ from typing import NamedTuple
 
 import redis
 from redis.cluster import RedisCluster
-from redis.connection import AbstractConnection
 
 from utils import redis_scripts as scripts
 from utils.allowlist_cache import AllowlistCache
 from utils.net import Caller
+from utils.redis_connection import CLUSTER_SLOTS
+from utils.redis_connection import Client
+from utils.redis_connection import NotReplicated
+from utils.redis_connection import RedisConnection
 from utils.redis_keys import KeyLayout
 from utils.redis_keys import glob_escape
 from utils.redis_scripts import Script
 from utils.tokens import TokenPair
-
-Client = redis.Redis | RedisCluster
-NOEVICTION = "noeviction"
-MARK_SECONDS = 60
-# A cluster node's replies that the client's slot map is old (a failover, a resharding).
-_SLOT_MOVED = (
-    redis.exceptions.AskError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-)
-
-
-class NotReplicated(redis.RedisError):
-    """A change the primary made but fewer replicas than wanted acknowledged in time: it may
-    be lost if the primary fails now (SPEC "Durable changes"); repeating the request is safe."""
-
-    def __init__(self, acknowledged: int, wanted: int) -> None:
-        super().__init__(f"{acknowledged} of {wanted} replicas acknowledged the change")
-        self.acknowledged = acknowledged
-        self.wanted = wanted
 
 
 class Rotation(enum.Enum):
@@ -79,7 +60,6 @@ SWEEP_COUNT = 10_000
 # SCAN calls one page of accounts may take (a page can come back short when most keys are not
 # accounts; ``next`` goes on from there).
 MAX_SCANS_PER_PAGE = 100
-CLUSTER_SLOTS = 16384
 
 
 class EveryChange(enum.Enum):
@@ -166,12 +146,8 @@ _CHANGE_ACCOUNT_TRIES = 5
 class RedisStore:
     """All of the service's Redis reads and writes, bound to one client and key prefix.
 
-    ``client`` is a ``redis.Redis`` (standalone, or Sentinel's ``master_for``) or a
-    ``RedisCluster``, or a function that builds one: a cluster client connects as it is made,
-    so it is made on first use and a cluster that is down at start-up is a 503, not a crash.
-    With a ``redis.Redis``, each thread holds a single-connection client of the shared pool
-    (``Redis.client()``): see :meth:`_command`. ``wait_replicas`` and ``wait_timeout_ms`` are
-    REDIS_WAIT_REPLICAS and REDIS_WAIT_TIMEOUT_MS (:meth:`run_durably`).
+    ``client`` and the ``wait_*`` settings go to its :class:`RedisConnection` (``self.redis``);
+    ``prefix`` to its :class:`KeyLayout` (``self.layout``).
     """
 
     def __init__(
@@ -184,43 +160,26 @@ class RedisStore:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
     ) -> None:
-        self._client = client if isinstance(client, redis.Redis | RedisCluster) else None
-        self._connect = client if self._client is None else None
-        self._connect_lock = threading.Lock()
-        # decided once: isinstance against RedisCluster is slow (a typing.Generic subclass)
-        self._standalone = client if isinstance(client, redis.Redis) else None
+        self.redis = RedisConnection(
+            client, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
+        )
         self.prefix = prefix
         self.layout = KeyLayout(prefix)
-        self._threads = threading.local()
-        self._pid = os.getpid()
         self._allowlist_cache = allowlist_cache
         self._clock = clock  # tests pass a fixed one (many logins inside one second)
-        self._wait_replicas = wait_replicas
-        self._wait_timeout_ms = wait_timeout_ms
-
-    @property
-    def client(self) -> Client:
-        """The shared client, built on first use when a builder was given."""
-        if self._client is None:
-            with self._connect_lock:
-                if self._client is None:
-                    try:
-                        self._client = self._connect()
-                    except redis.exceptions.RedisClusterException as error:
-                        raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from None
-        return self._client
 
     def close(self) -> None:
-        """Close the client's connections, those the threads hold included (a client built
-        from REDIS_URL belongs to the store; nothing is built just to be closed)."""
+        """Stop the allowlist cache and close the connections (:meth:`RedisConnection.close`)."""
         if self._allowlist_cache is not None:
             self._allowlist_cache.close()
-        client = self._client
-        if client is None:
-            return
-        client.close()
-        if isinstance(client, redis.Redis):
-            client.connection_pool.disconnect()
+        self.redis.close()
+
+    def run_durably(
+        self, username: str, script: Script, keys: list[str], args: list[str | int]
+    ) -> Any:
+        """Run a change of ``username``'s keys and wait for the replicas to hold it, the user's
+        ``replicated`` key as the awaited write (:meth:`RedisConnection.run_durably`)."""
+        return self.redis.run_durably(self.layout.key(username, "replicated"), script, keys, args)
 
     def _now(self) -> int:
         return int(self._clock())
@@ -258,7 +217,7 @@ class RedisStore:
         if reset_failures:
             keys += self.layout.failure_keys(pair.username, caller.address)
         args = [*self._pair_args(pair, caller), account_version, max_sessions]
-        recorded, *beyond = self._run(scripts.ISSUE, keys, args)
+        recorded, *beyond = self.redis.run(scripts.ISSUE, keys, args)
         if beyond:
             self._end_sessions(pair.username, beyond)
         return bool(recorded)
@@ -273,7 +232,7 @@ class RedisStore:
         generation = None if cache is None else cache.current()
         if generation is not None and cache.holds(token_key, session_key):
             return True
-        active = self._command("EXISTS", token_key, session_key) == 2
+        active = self.redis.command("EXISTS", token_key, session_key) == 2
         if active and generation is not None:
             cache.remember(token_key, session_key, generation)
         return active
@@ -294,7 +253,7 @@ class RedisStore:
         keys = self.layout.pair_keys(new_pair)
         keys += [self.layout.key(user, "token", old_jti), self.layout.key(user, "spent", old_jti)]
         args = [*self._pair_args(new_pair, caller), old_jti, old_exp, reuse_grace_seconds]
-        return Rotation(int(self._run(scripts.ROTATE, keys, args)))
+        return Rotation(int(self.redis.run(scripts.ROTATE, keys, args)))
 
     def end_session(self, username: str, session_id: str) -> int:
         """Revoke every token of one session (durably: :meth:`run_durably`); returns how many
@@ -317,7 +276,7 @@ class RedisStore:
         read first. A session a concurrent login starts in between lives on, as if that login
         had come just after this call.
         """
-        session_ids = self._command("ZRANGE", self.layout.key(username, "sessions"), 0, -1)
+        session_ids = self.redis.command("ZRANGE", self.layout.key(username, "sessions"), 0, -1)
         keys = self.layout.session_keys(username, session_ids)
         self.run_durably(username, scripts.END_SESSIONS, keys, session_ids)
         return len(session_ids)
@@ -325,13 +284,13 @@ class RedisStore:
     def list_sessions(self, username: str) -> list[Session]:
         """The user's live sessions, newest first: their ids, then their records (two round
         trips, read only)."""
-        live = self._command(
+        live = self.redis.command(
             "ZRANGE", self.layout.key(username, "sessions"), f"({self._now()}", "+inf", "BYSCORE"
         )
         if not live:
             return []
         keys = [self.layout.key(username, "session-meta", sid) for sid in live]
-        records = self._run(scripts.READ_SESSIONS, keys, [])
+        records = self.redis.run(scripts.READ_SESSIONS, keys, [])
         sessions = [
             _session(sid, _pairs(flat)) for sid, flat in zip(live, records, strict=True) if flat
         ]
@@ -384,7 +343,9 @@ class RedisStore:
         for _ in range(_CHANGE_ACCOUNT_TRIES):
             others = [
                 sid
-                for sid in self._command("ZRANGE", self.layout.key(username, "sessions"), 0, -1)
+                for sid in self.redis.command(
+                    "ZRANGE", self.layout.key(username, "sessions"), 0, -1
+                )
                 if sid != keep_session
             ]
             sessions, order, *ended = self.layout.session_keys(username, others)
@@ -400,7 +361,7 @@ class RedisStore:
 
     def _end_sessions(self, username: str, session_ids: list[str]) -> int:
         keys = self.layout.session_keys(username, session_ids)
-        return int(self._run(scripts.END_SESSIONS, keys, session_ids))
+        return int(self.redis.run(scripts.END_SESSIONS, keys, session_ids))
 
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
         """Count this attempt (per address and per account) and fetch the password hash: one
@@ -417,7 +378,7 @@ class RedisStore:
             password_hash,
             version,
             disabled,
-        ) = self._run(scripts.BEGIN_LOGIN, keys, [lock_seconds])
+        ) = self.redis.run(scripts.BEGIN_LOGIN, keys, [lock_seconds])
         if not password_hash:  # an adopted account is a new one: version 0
             password_hash = self._adopt_legacy_account(username)
         return LoginAttempt(
@@ -434,7 +395,7 @@ class RedisStore:
         """Count a registration attempted from ``address``: its number in the current window
         and the window's seconds left (one key in the address's own slot, one round trip)."""
         key = self.layout.registration_key(address)
-        count, retry_after = self._run(scripts.COUNT, [key], [window_seconds])
+        count, retry_after = self.redis.run(scripts.COUNT, [key], [window_seconds])
         return int(count), int(retry_after)
 
     def create_user(self, username: str, password_hash: str) -> bool:
@@ -446,31 +407,31 @@ class RedisStore:
 
     def user_exists(self, username: str) -> bool:
         """Whether an account exists (used to seed demo users without re-hashing)."""
-        exists = self._command("EXISTS", self.layout.key(username, "user"))
+        exists = self.redis.command("EXISTS", self.layout.key(username, "user"))
         return bool(exists) or self._adopt_legacy_account(username) is not None
 
     def _create_user(self, username: str, password_hash: str, created: int | str) -> bool:
         keys = [self.layout.key(username, "user")]
-        return bool(self._run(scripts.CREATE_USER, keys, [password_hash, created]))
+        return bool(self.redis.run(scripts.CREATE_USER, keys, [password_hash, created]))
 
     def _adopt_legacy_account(self, username: str) -> str | None:
         """Move an account stored under the key name of earlier versions (``Puser:<name>``,
         another cluster slot, so two steps: copy if absent, then delete); its password hash,
         or None when there is none. Safe to run concurrently and to repeat."""
         legacy_key = self.layout.legacy_account_key(username)
-        password_hash, created = self._command("HMGET", legacy_key, "password", "created")
+        password_hash, created = self.redis.command("HMGET", legacy_key, "password", "created")
         if password_hash is None:
             return None
         self._create_user(username, password_hash, created or int(time.time()))
-        self._command("DEL", legacy_key)
-        return self._command("HGET", self.layout.key(username, "user"), "password")
+        self.redis.command("DEL", legacy_key)
+        return self.redis.command("HGET", self.layout.key(username, "user"), "password")
 
     def account(self, username: str) -> Account | None:
         """The account's record, or None when there is none."""
         if not self.user_exists(username):
             return None
         account_key = self.layout.key(username, "user")
-        created, disabled = self._command("HMGET", account_key, "created", "disabled")
+        created, disabled = self.redis.command("HMGET", account_key, "created", "disabled")
         return Account(int(created or 0), bool(disabled))
 
     def end_every_session(
@@ -532,7 +493,7 @@ class RedisStore:
         """Delete the keys :meth:`user_keys` finds, a batch per script; with ``durably``, at
         least one script runs (with no keys when none are found) and each waits."""
         if kind == "":
-            self._command(
+            self.redis.command(
                 "DEL", self.layout.legacy_account_key(username)
             )  # an earlier version's key
         deleted, batches = 0, 0
@@ -540,7 +501,7 @@ class RedisStore:
             if durably:
                 deleted += int(self.run_durably(username, scripts.DELETE_KEYS, keys, []))
             else:
-                deleted += int(self._run(scripts.DELETE_KEYS, keys, []))
+                deleted += int(self.redis.run(scripts.DELETE_KEYS, keys, []))
             batches += 1
         if durably and not batches:
             self.run_durably(username, scripts.DELETE_KEYS, [], [])
@@ -551,7 +512,7 @@ class RedisStore:
         from the keys of the user's one slot; else a SCAN of the whole keyspace (an operator's
         rare action; SWEEP_COUNT keys a call)."""
         start = self.layout.key(username, "") + kind
-        client = self.client
+        client = self.redis.client
         if isinstance(client, RedisCluster):
             node = client.get_redis_connection(client.get_node_from_key(start))
             slot = client.keyslot(start)
@@ -562,7 +523,7 @@ class RedisStore:
             return
         cursor = 0
         while True:
-            cursor, keys = self._command(
+            cursor, keys = self.redis.command(
                 "SCAN", cursor, "MATCH", glob_escape(start) + "*", "COUNT", SWEEP_COUNT
             )
             if keys:
@@ -580,7 +541,7 @@ class RedisStore:
         An account that exists for the whole listing is listed (SCAN's guarantee); one created
         or deleted meanwhile may or may not be, and one may be listed twice.
         """
-        nodes = self._scan_nodes()
+        nodes = self.redis.scan_nodes()
         if cursor is None:
             cursor = AccountsCursor(nodes[0][0], 0)
         index = next((i for i, (slot, _) in enumerate(nodes) if slot >= cursor.node_slot), None)
@@ -611,198 +572,6 @@ class RedisStore:
             if len(names) == limit:
                 break
         return names, AccountsCursor(node_slot, position)
-
-    def _scan_nodes(self) -> list[tuple[int, Callable[..., Any]]]:
-        """Each node to SCAN, as (its first slot, a way to send it a command), in slot order:
-        the one Redis outside a cluster, every primary of one."""
-        client = self.client
-        if not isinstance(client, RedisCluster):
-            return [(0, self._command)]
-        first_slots: dict[str, tuple[int, Any]] = {}
-        for slot, nodes in client.nodes_manager.slots_cache.items():
-            primary = nodes[0]
-            if slot < first_slots.get(primary.name, (CLUSTER_SLOTS, None))[0]:
-                first_slots[primary.name] = (slot, primary)
-        return sorted(
-            (slot, client.get_redis_connection(node).execute_command)
-            for slot, node in first_slots.values()
-        )
-
-    def ping(self) -> bool:
-        """True when Redis answers; raises redis.RedisError when it does not."""
-        return bool(self._command("PING"))
-
-    def eviction_policies(self) -> set[str] | None:
-        """The ``maxmemory-policy`` of the Redis (every primary of a cluster), or None where
-        CONFIG is refused (managed services rename or forbid it)."""
-        client = self.client
-        if isinstance(client, RedisCluster):
-            nodes = [node.redis_connection for node in client.get_primaries()]
-        else:
-            nodes = [client]
-        policies = set()
-        for node in nodes:
-            try:
-                reported = node.config_get("maxmemory-policy")
-            except redis.ResponseError:
-                return None
-            if "maxmemory-policy" not in reported:
-                return None
-            policies.add(reported["maxmemory-policy"])
-        return policies
-
-    def run_durably(
-        self, username: str, script: Script, keys: list[str], args: list[str | int]
-    ) -> Any:
-        """Run a change's script (``keys`` all ``username``'s), then wait with Redis ``WAIT``
-        until the primary's replicas hold it (SPEC "Durable changes"); the script's reply.
-
-        ``WAIT`` counts the replicas that acknowledged the last write made *on the connection
-        it is sent on*, so everything goes down one connection to the primary of the user's
-        slot: the script, a write of the user's ``replicated`` mark (so that the awaited write
-        is the latest even when the script changed nothing, as when a change that was not
-        confirmed is repeated: the primary already has it, its replicas may not), and ``INFO
-        replication`` in one round trip, then ``WAIT`` for REDIS_WAIT_REPLICAS or every online
-        replica when fewer are attached, in a second. With no replica attached (as right after
-        a failover) or REDIS_WAIT_REPLICAS=0 there is no second round trip; with 0, no mark.
-
-        Raises :class:`NotReplicated` when fewer acknowledge within REDIS_WAIT_TIMEOUT_MS (the
-        change is made on the primary; running it again is safe and waits again).
-        """
-        if not self._wait_replicas:
-            return self._run(script, keys, args)
-        mark = self.layout.key(username, "replicated")
-        client = self._standalone
-        if client is not None:
-            try:
-                return self._change_and_wait(client, script, keys, args, mark)
-            except redis.ConnectionError:  # a broken connection, a demoted primary: once more
-                return self._change_and_wait(client, script, keys, args, mark)
-        cluster = self.client
-        try:
-            node = cluster.get_redis_connection(cluster.get_node_from_key(mark))
-            return self._change_and_wait(node, script, keys, args, mark)
-        except (redis.ConnectionError, redis.exceptions.RedisClusterException, *_SLOT_MOVED):
-            # The slot map is old (a failover, a resharding): the routed run follows the
-            # redirections and refreshes the map, then the change is made and awaited again
-            # on the primary the slot has now.
-            self._run(script, keys, args)
-        try:
-            node = cluster.get_redis_connection(cluster.get_node_from_key(mark))
-            return self._change_and_wait(node, script, keys, args, mark)
-        except (redis.exceptions.RedisClusterException, *_SLOT_MOVED) as error:
-            raise redis.ConnectionError(f"Redis Cluster slot moving: {error}") from None
-
-    def _change_and_wait(
-        self,
-        node: redis.Redis,
-        script: Script,
-        keys: list[str],
-        args: list[str | int],
-        mark: str,
-    ) -> Any:
-        """:meth:`run_durably` on one connection of ``node``'s pool (checked out for it)."""
-        change = ["EVALSHA", script.sha, len(keys), *keys, *args]
-        batch = [change, ["SET", mark, "1", "EX", MARK_SECONDS], ["INFO", "replication"]]
-        with node.client() as single:
-            connection = single.connection
-            try:
-                replies = _exchange(connection, batch)
-                if isinstance(replies[0], redis.exceptions.NoScriptError):
-                    change[:2] = ["EVAL", script.source]  # EVAL also caches it there
-                    replies = _exchange(connection, batch)
-                for answer in replies:
-                    if isinstance(answer, redis.ResponseError):
-                        raise answer
-                reply, _, info = replies
-                wanted = min(self._wait_replicas, _online_replicas(info))
-                if wanted:
-                    timeout = self._wait_timeout_ms / 1000 + (connection.socket_timeout or 1.0)
-                    connection.send_command("WAIT", wanted, self._wait_timeout_ms)
-                    acknowledged = int(connection.read_response(timeout=timeout))
-                    if acknowledged < wanted:
-                        raise NotReplicated(acknowledged, wanted)
-                return reply
-            except (redis.ResponseError, NotReplicated):
-                raise
-            except BaseException:
-                connection.disconnect()  # out of step with its replies: never reused as is
-                raise
-
-    def _run(self, script: Script, keys: list[str], args: list[str | int]) -> Any:
-        """EVALSHA; EVAL when this Redis does not know the script (yet, or any more: a restart,
-        SCRIPT FLUSH or a failover to a node that never saw it), which also caches it there."""
-        try:
-            return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return self._command("EVAL", script.source, len(keys), *keys, *args)
-
-    def _command(self, *args: str | int) -> Any:
-        """One command, one round trip.
-
-        A cluster client routes it by key (following MOVED/ASK, refreshing its slot map and
-        retrying after a failover). Otherwise the command goes down this thread's connection,
-        checked out of the client's pool once (``Redis.client()``), and its reply is taken as
-        the parser gives it (the commands here need no response callbacks): redis-py's
-        per-command wrapper (retry loop, metrics hooks, callbacks) costs a third of the
-        allowlist check's CPU, more than a request can spare (BENCHMARKS.md). When that
-        connection breaks (Redis restarted, a failover, an idle connection dropped), the
-        command is sent once more on a fresh checkout, which connects anew with the pool's
-        retry and backoff and, under Sentinel, asks where the primary is now; every script
-        here is safe to run twice. A timeout is not resent.
-        """
-        client = self._standalone
-        if client is None:
-            try:
-                return self.client.execute_command(*args)
-            except redis.exceptions.RedisClusterException as error:  # e.g. no node reachable
-                raise redis.ConnectionError(f"Redis Cluster unavailable: {error}") from None
-        try:
-            return self._send(client, args)
-        except redis.ConnectionError:
-            return self._send(client, args)
-
-    def _send(self, client: redis.Redis, args: tuple[str | int, ...]) -> Any:
-        """Send on this thread's connection; on any failure but an error reply (which leaves
-        the connection in step) hand the connection back to the pool, disconnected."""
-        if self._pid != os.getpid():  # a forked child never uses its parent's connections
-            self._threads, self._pid = threading.local(), os.getpid()
-        try:
-            single = self._threads.client
-        except AttributeError:
-            single = self._threads.client = client.client()
-        connection = single.connection
-        try:
-            connection.send_command(*args)
-            return connection.read_response()
-        except redis.ResponseError:
-            raise
-        except BaseException:
-            del self._threads.client
-            connection.disconnect()
-            single.close()
-            raise
-
-
-def _exchange(connection: AbstractConnection, commands: list[list[str | int]]) -> list[Any]:
-    """Send ``commands`` in one write and read each reply (an error reply as its exception,
-    so that the connection stays in step)."""
-    connection.send_packed_command(connection.pack_commands(commands))
-    replies: list[Any] = []
-    for _ in commands:
-        try:
-            replies.append(connection.read_response())
-        except redis.ResponseError as error:
-            replies.append(error)
-    return replies
-
-
-def _online_replicas(info: str | bytes) -> int:
-    """How many replicas ``INFO replication`` lists as online (``WAIT`` counts no others)."""
-    text = info.decode() if isinstance(info, bytes) else info
-    return sum(
-        1 for line in text.splitlines() if line.startswith("slave") and "state=online" in line
-    )
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

@@ -28,7 +28,8 @@ of one user lives in one Redis Cluster slot and each multi-key change can be one
   disabled the account, ``disabled``. Accounts written by earlier versions under ``Puser:<u>``
   are moved here the first time they are used;
 * ``P{u}:replicated`` -> a mark written after each change that waits for the replicas
-  (:meth:`RedisStore.run_durably`), expiring after ``MARK_SECONDS``.
+  (:meth:`RedisStore.run_durably`), expiring after ``MARK_SECONDS``
+  (utils/redis_connection.py).
 """
 
 from __future__ import annotations
