@@ -1,14 +1,15 @@
-"""The Redis side: the token allowlist, sessions, login attempts and user accounts.
+"""The store: the token allowlist, sessions, login attempts and user accounts, as operations on
+Redis (:class:`RedisStore`) and the types of their results.
 
-The keys' names and what each holds: utils/redis_keys.py.
+Its keys are named by utils/redis_keys.py (what each holds and how long it lives), each change
+is one Lua script of utils/redis_scripts.py, and utils/redis_connection.py sends the commands
+(the client, one resend after a broken connection, waiting for the replicas).
 
 The account version is how a change to an account ends every session issued before it, with no
 gap for a login in flight: a login reads the version with the password hash, and the script
 that records its session refuses when the version has moved since; each session remembers the
 version it was issued under (``session-meta``'s ``version``) and a refresh refuses, ending the
 session, when the account's has moved on.
-
-Each change is one Lua script (utils/redis_scripts.py).
 """
 
 from __future__ import annotations
