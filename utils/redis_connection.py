@@ -228,7 +228,7 @@ class RedisConnection:
         connection breaks (Redis restarted, a failover, an idle connection dropped), the
         command is sent once more on a fresh checkout, which connects anew with the pool's
         retry and backoff and, under Sentinel, asks where the primary is now; every script
-        here is safe to run twice. A timeout is not resent.
+        of utils/redis_scripts.py is safe to run twice. A timeout is not resent.
         """
         client = self._standalone
         if client is None:
