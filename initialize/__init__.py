@@ -27,8 +27,8 @@ from utils.body import BodyGuard
 from utils.body import BodyJSONProvider
 from utils.metrics import Metrics
 from utils.passwords import hash_password
-from utils.redis import Client
 from utils.redis import RedisStore
+from utils.redis_connection import Client
 from utils.state import APP_STATE
 from utils.state import AppState
 from utils.tokens import Tokens

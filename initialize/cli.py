@@ -27,8 +27,8 @@ from utils import admin
 from utils.errors import ApiError
 from utils.keys import generate_private_key_pem
 from utils.keys import public_key_pem
-from utils.redis import NotReplicated
 from utils.redis import RedisStore
+from utils.redis_connection import NotReplicated
 from utils.state import get_store
 from utils.users import USERNAME_PATTERN
 from utils.users import check_new_password
@@ -235,7 +235,7 @@ def redis_errors_in_one_line(store: RedisStore) -> Iterator[None]:
             "now could lose it; run the command again once the replicas catch up"
         ) from None
     except RedisError as error:
-        pool = getattr(store.client, "connection_pool", None)  # a cluster client has none
+        pool = getattr(store.redis.client, "connection_pool", None)  # a cluster client has none
         kwargs = pool.connection_kwargs if pool is not None else {}
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         raise click.ClickException(

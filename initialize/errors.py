@@ -16,7 +16,7 @@ from routers.admin import ADMIN_PATH
 from routers.oauth import OAUTH_BLUEPRINT
 from utils.errors import ApiError
 from utils.errors import ServiceUnavailable
-from utils.redis import NotReplicated
+from utils.redis_connection import NotReplicated
 from utils.state import get_metrics
 
 HTTP_MESSAGES = {

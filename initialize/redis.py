@@ -8,7 +8,7 @@ failover; it connects as it is made, so the store makes it on first use.
 
 Every connection has a socket timeout, so a paused or hung Redis is a 503 in bounded time.
 Connecting is retried twice on refusal, 0-250 ms apart, and the store resends a command whose
-connection broke once (utils.redis), which rides out a restart or the tail of a failover
+connection broke once (utils.redis_connection), which rides out a restart or the tail of a failover
 inside one request (a 503 then takes 0.2-0.6 s when Redis is down); a timeout is not retried:
 Redis is slow, and the request answers 503 now. (RedisCluster does retry a timed-out command,
 after refreshing its slot map: it has no setting against it, so a paused cluster node costs
@@ -29,9 +29,9 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from utils.allowlist_cache import AllowlistCache
-from utils.redis import NOEVICTION
-from utils.redis import Client
 from utils.redis import RedisStore
+from utils.redis_connection import NOEVICTION
+from utils.redis_connection import Client
 from utils.settings import Settings
 
 HEALTH_CHECK_SECONDS = 30
@@ -101,7 +101,7 @@ def check_eviction_policy(store: RedisStore, logger: logging.Logger) -> None:
     A Redis that is down now is not an error here: requests answer 503 until it is back.
     """
     try:
-        policies = store.eviction_policies()
+        policies = store.redis.eviction_policies()
     except (redis.RedisError, redis.exceptions.RedisClusterException):
         return
     if policies is None:

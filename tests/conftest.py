@@ -143,7 +143,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 class ClosedAfterTest(redis.Connection):
     """A connection to the private server that is closed when the test ends, however it was
     made: by a client's pool, or by the store's own stack of connections, which it builds from
-    the pool's ``connection_class`` outside the pool (utils/redis.py).
+    the pool's ``connection_class`` outside the pool (utils/redis_connection.py).
 
     Apps keep their connections until the garbage collector breaks the apps' reference cycles,
     and a collection may finalize a socket before the connection that owns it: an unclosed

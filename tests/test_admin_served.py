@@ -27,7 +27,7 @@ from tests.test_server import Served
 from tests.test_server import server_env
 from tests.test_server import start
 from tests.test_server import stop
-from utils.redis import MARK_SECONDS
+from utils.redis_connection import MARK_SECONDS
 
 WARM_REQUESTS = 20
 WAIT_TIMEOUT_MS = 500
@@ -137,7 +137,7 @@ def test_every_admin_change_waits_for_the_replica(sentinel_group):
     assert client.post("/admin/users", headers=ADMIN, json=bob).status_code == 409
     assert client.delete("/admin/users/alice", headers=ADMIN).status_code == 404
     with closing(service_client("redis://127.0.0.1/0", **group.environ)) as primary:
-        # nothing but the durable-change mechanism's own short-lived mark (utils/redis.py)
+        # nothing but the durable-change mechanism's short-lived mark (utils/redis_connection.py)
         assert primary.keys("jwt:{alice}*") == ["jwt:{alice}:replicated"]
         assert 0 < primary.ttl("jwt:{alice}:replicated") <= MARK_SECONDS
     assert client.post("/public/login", data=ALICE).status_code == 401

@@ -115,7 +115,7 @@ def test_an_expired_record_is_forgotten(real_redis):
         pair = make_pair()
         record(store, pair)
         remember(store, pair, real_redis)
-        real_redis.pexpire(store.key(pair.username, "token", pair.access_jti), 20)
+        real_redis.pexpire(store.layout.key(pair.username, "token", pair.access_jti), 20)
         assert wait_until(
             lambda: not active(store, pair, pair.access_jti), timeout=10, interval=0.01
         )

@@ -13,10 +13,12 @@ import redis
 from devtools.processes import wait_until
 from tests.conftest import service_client
 from utils import redis as redis_store
+from utils import redis_connection
+from utils import redis_scripts
 from utils.net import Caller
 from utils.redis import RedisStore
 from utils.redis import Rotation
-from utils.redis import Script
+from utils.redis_scripts import Script
 from utils.tokens import TokenPair
 
 
@@ -319,7 +321,7 @@ def test_accounts_under_the_old_key_names_are_moved_on_first_use(store, redis_cl
 def test_every_script_touches_only_the_keys_it_is_given():
     """Redis Cluster routes a script by its KEYS: a key built inside the script could live
     in another slot (or node) and is not declared to Redis. Every command's key is a KEYS[i]."""
-    scripts = [value for value in vars(redis_store).values() if isinstance(value, Script)]
+    scripts = [value for value in vars(redis_scripts).values() if isinstance(value, Script)]
     assert len(scripts) == 11
     for script in scripts:
         calls = re.findall(r"redis\.call\('(\w+)',\s*([^,)]+)", script.source)
@@ -442,7 +444,7 @@ def test_durable_changes_answer_as_before_and_leave_only_an_expiring_mark(reques
     assert store.end_all_sessions("kesa") == 0
     assert not any(active(store, p, p.access_jti) for p in pairs)
     assert client.hget("test:{kesa}:user", "password") == "new hash"
-    assert 0 < client.ttl("test:{kesa}:replicated") <= redis_store.MARK_SECONDS
+    assert 0 < client.ttl("test:{kesa}:replicated") <= redis_connection.MARK_SECONDS
 
 
 def test_without_waiting_no_mark_is_written(store, redis_client):
@@ -463,11 +465,10 @@ def test_only_online_replicas_are_waited_for():
         "slave2:ip=127.0.0.1,port=7003,state=online,offset=118,lag=1\r\n"
         "master_repl_offset:120\r\n"
     )
-    assert redis_store._online_replicas(info) == 2
-    assert redis_store._online_replicas(info.encode()) == 2
-    assert (
-        redis_store._online_replicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n") == 0
-    )
+    online_replicas = redis_connection._online_replicas
+    assert online_replicas(info) == 2
+    assert online_replicas(info.encode()) == 2
+    assert online_replicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n") == 0
 
 
 def test_sessions_from_before_the_upgrade_keep_working_and_go_first(store, redis_client):

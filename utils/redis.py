@@ -1,52 +1,21 @@
-"""The Redis side: the token allowlist, sessions, login attempts and user accounts.
+"""The store: the token allowlist, sessions, login attempts and user accounts, as operations on
+Redis (:class:`RedisStore`) and the types of their results.
 
-Keys, all under the configured prefix and a hash tag of the user's name, so that every key of
-one user lives in one Redis Cluster slot and each multi-key change can be one atomic script
-(``P`` is REDIS_KEY_PREFIX, ``{u}`` the user's name in braces; all but ``user`` carry a TTL):
-
-* ``P{u}:token:<jti>`` -> username, expiring exactly at the token's ``exp`` (the Go app's
-  allowlist); a token is live while its record and its session's record both exist;
-* ``P{u}:spent:<jti>`` -> ``"<new jti> <time>"``: the refresh jti that replaced a refresh token
-  spent once and when (reuse detection, the reuse grace window, and recognising our own
-  retried rotation);
-* ``P{u}:session:<sid>`` -> sorted set of the session's token jtis scored by ``exp``; ending a
-  session deletes it, which revokes all its tokens at once (their own records then lapse at
-  their ``exp``: a script may only touch keys it is given, and it cannot know them up front);
-* ``P{u}:session-meta:<sid>`` -> hash of what ``GET /user/sessions`` shows (created, refreshed,
-  expires, client address, user agent), expiring with the session's last token;
-* ``P{u}:sessions`` -> sorted set of the user's session ids scored by their last ``exp``;
-* ``P{u}:session-order`` -> sorted set of the same ids scored by when each was last issued
-  tokens, a per-user count that only grows (the session limit ends the lowest: exact, where
-  seconds would tie), expiring with the user's last session;
-* ``P{u}:login-failures:<address>`` -> login attempts of the user from one address, and
-  ``P{u}:account-failures`` -> from every address, each with the lock window as TTL;
-* ``P{address:<a>}:registrations`` -> registrations attempted from one client address, with
-  the registration window as TTL (an address's own hash tag: the colon keeps it apart from
-  every username's);
-* ``P{u}:user`` -> hash with the Argon2id ``password`` hash, ``created`` time, the account
-  ``version`` (absent = 0; see :meth:`RedisStore.change_account`) and, while an operator has
-  disabled the account, ``disabled``. Accounts written by earlier versions under ``Puser:<u>``
-  are moved here the first time they are used.
+Its keys are named by utils/redis_keys.py (what each holds and how long it lives), each change
+is one Lua script of utils/redis_scripts.py, and utils/redis_connection.py sends the commands
+(the client, one resend after a broken connection, waiting for the replicas).
 
 The account version is how a change to an account ends every session issued before it, with no
 gap for a login in flight: a login reads the version with the password hash, and the script
 that records its session refuses when the version has moved since; each session remembers the
 version it was issued under (``session-meta``'s ``version``) and a refresh refuses, ending the
 session, when the account's has moved on.
-* ``P{u}:replicated`` -> a mark written after each change that waits for the replicas
-  (:meth:`RedisStore.run_durably`), expiring after ``MARK_SECONDS``.
-
-Every script gets all the keys it touches in KEYS and is safe to run twice: redis-py resends a
-command whose connection broke, and the script may have run before it broke.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import os
 import re
-import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -58,294 +27,18 @@ from typing import NamedTuple
 
 import redis
 from redis.cluster import RedisCluster
-from redis.connection import AbstractConnection
 
+from utils import redis_scripts as scripts
 from utils.allowlist_cache import AllowlistCache
 from utils.net import Caller
+from utils.redis_connection import CLUSTER_SLOTS
+from utils.redis_connection import Client
+from utils.redis_connection import NotReplicated
+from utils.redis_connection import RedisConnection
+from utils.redis_keys import KeyLayout
+from utils.redis_keys import glob_escape
+from utils.redis_scripts import Script
 from utils.tokens import TokenPair
-from utils.users import USERNAME_PATTERN
-
-Client = redis.Redis | RedisCluster
-NOEVICTION = "noeviction"
-MARK_SECONDS = 60
-# A cluster node's replies that the client's slot map is old (a failover, a resharding).
-_SLOT_MOVED = (
-    redis.exceptions.AskError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-)
-
-
-class Script(NamedTuple):
-    """A Lua script and the SHA1 digest EVALSHA names it by."""
-
-    source: str
-    sha: str
-
-    @classmethod
-    def of(cls, source: str) -> Script:
-        digest = hashlib.sha1(source.encode(), usedforsecurity=False)  # Redis's script name
-        return cls(source, digest.hexdigest())
-
-
-# KEYS[1..7] = access token, refresh token, session, user's sessions, session meta, account,
-# session order; ARGV[1..9] = username, sid, now, access jti, access exp, refresh jti, refresh
-# exp, client address, user agent.
-_RECORD_PAIR = """
-local function expire_no_earlier_than(key, at)
-  if redis.call('EXPIRETIME', key) < at then redis.call('EXPIREAT', key, at) end
-end
-local function account_version()
-  if redis.call('EXISTS', KEYS[6]) == 0 then return false end
-  return redis.call('HGET', KEYS[6], 'version') or '0'
-end
-local function record_pair()
-  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[5])
-  redis.call('SET', KEYS[2], ARGV[1], 'EXAT', ARGV[7])
-  local latest = math.max(tonumber(ARGV[5]), tonumber(ARGV[7]))
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4], ARGV[7], ARGV[6])
-  expire_no_earlier_than(KEYS[3], latest)
-  redis.call('HSETNX', KEYS[5], 'createdAt', ARGV[3])
-  redis.call('HSET', KEYS[5], 'refreshedAt', ARGV[3], 'expiresAt', ARGV[7],
-             'clientAddress', ARGV[8], 'userAgent', ARGV[9])
-  expire_no_earlier_than(KEYS[5], latest)
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[3])
-  redis.call('ZADD', KEYS[4], latest, ARGV[2])
-  expire_no_earlier_than(KEYS[4], latest)
-  local last = redis.call('ZRANGE', KEYS[7], -1, -1, 'WITHSCORES')
-  redis.call('ZADD', KEYS[7], (tonumber(last[2]) or 0) + 1, ARGV[2])
-  expire_no_earlier_than(KEYS[7], latest)
-end
-"""
-
-# As _RECORD_PAIR, ARGV[10] = the account version read with the password hash, ARGV[11] = the
-# most sessions a user may have, KEYS[8..] = failure counters a success clears
-#   -> {0} when the account changed (or went) since its password was checked: nothing recorded;
-#      else {1, the ids of the least recently issued sessions beyond the limit...} (their keys
-#      are not known here, so the caller ends them). Every script that ends a session removes
-#      it from the order set too; the ids of sessions that expired are dropped here, in a walk
-#      over the set only when its size says some are left.
-_ISSUE = Script.of(
-    _RECORD_PAIR
-    + """
-if account_version() ~= ARGV[10] then return {0} end
-record_pair()
-redis.call('HSET', KEYS[5], 'version', ARGV[10])
-for i = 8, #KEYS do redis.call('DEL', KEYS[i]) end
-local live = redis.call('ZCARD', KEYS[4])
-if redis.call('ZCARD', KEYS[7]) ~= live then  -- drop the ids of sessions that ended since
-  for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
-    if not redis.call('ZSCORE', KEYS[4], sid) then redis.call('ZREM', KEYS[7], sid) end
-  end
-end
-local excess = live - tonumber(ARGV[11])
-local beyond = {1}
-if excess <= 0 then return beyond end
-if redis.call('ZCARD', KEYS[7]) < live then  -- sessions recorded before the order set: oldest
-  for _, sid in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-    if #beyond <= excess and not redis.call('ZSCORE', KEYS[7], sid) then
-      beyond[#beyond + 1] = sid
-    end
-  end
-end
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[7], 0, excess)) do
-  if #beyond <= excess and sid ~= ARGV[2] then beyond[#beyond + 1] = sid end
-end
-return beyond
-"""
-)
-
-# As _RECORD_PAIR, and KEYS[8..9] = the presented refresh token's record and spent marker,
-# ARGV[10..12] = its jti and exp, and the reuse grace window in seconds (0: none). A session
-# issued under another account version than the account's (a change ended it, or should have)
-# ends here and the token counts as revoked. A second run of the same rotation finds its own
-# marker; a reuse within the window records the new pair in the still-live session (a resend
-# of that records the same jtis again).
-_ROTATE = Script.of(
-    _RECORD_PAIR
-    + """
-if redis.call('EXISTS', KEYS[3]) == 1
-    and (redis.call('HGET', KEYS[5], 'version') or '0') ~= account_version() then
-  redis.call('DEL', KEYS[3], KEYS[5])
-  redis.call('ZREM', KEYS[4], ARGV[2])
-  redis.call('ZREM', KEYS[7], ARGV[2])
-  return 0
-end
-local spent = redis.call('GET', KEYS[9])
-local spent_by, spent_at
-if spent then spent_by, spent_at = string.match(spent, '^(%S+) (%d+)$') end
-if spent_by == ARGV[6] then return redis.call('EXISTS', KEYS[3]) end
-if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('DEL', KEYS[8]) == 1 then
-  redis.call('SET', KEYS[9], ARGV[6] .. ' ' .. ARGV[3], 'EXAT', ARGV[11])
-  redis.call('ZREM', KEYS[3], ARGV[10])
-  record_pair()
-  return 1
-end
-if spent then
-  local grace = tonumber(ARGV[12])
-  if grace > 0 and spent_at and tonumber(ARGV[3]) - tonumber(spent_at) <= grace
-      and redis.call('EXISTS', KEYS[3]) == 1 then
-    record_pair()
-    return 2
-  end
-  redis.call('DEL', KEYS[3], KEYS[5])
-  redis.call('ZREM', KEYS[4], ARGV[2])
-  redis.call('ZREM', KEYS[7], ARGV[2])
-  return -1
-end
-return 0
-"""
-)
-
-# KEYS = the user's sessions, session order, then each session's record and meta, in ARGV's
-# sid order -> how many token records the sessions held.
-_END_SESSIONS = Script.of(
-    """
-local ended = 0
-for i, sid in ipairs(ARGV) do
-  ended = ended + redis.call('ZCARD', KEYS[2 * i + 1])
-  redis.call('DEL', KEYS[2 * i + 1], KEYS[2 * i + 2])
-  redis.call('ZREM', KEYS[1], sid)
-  redis.call('ZREM', KEYS[2], sid)
-end
-return ended
-"""
-)
-
-# KEYS = the user's sessions, session order, the session's record and meta; ARGV = sid, now
-#   -> 1 when it was a live session of the user and ended, 0 when it was none.
-_END_OWN_SESSION = Script.of(
-    """
-local last_exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not last_exp or tonumber(last_exp) <= tonumber(ARGV[2]) then return 0 end
-redis.call('DEL', KEYS[3], KEYS[4])
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-"""
-)
-
-# KEYS = session metas -> their fields, as flat lists (read only).
-_READ_SESSIONS = Script.of(
-    """
-local listed = {}
-for i, key in ipairs(KEYS) do listed[i] = redis.call('HGETALL', key) end
-return listed
-"""
-)
-
-# KEYS[1..4] = account, user's sessions, session order, the kept session's meta; then each
-# ended session's record and meta in the sid order below; then keys to delete (counters).
-# ARGV[1..5] = now, kept sid ('' for none), expected version ('' for any), F = how many field
-# pairs, S = how many sids; then F field/value pairs to set; then S sids (every session of the
-# user but the kept one, as read just before)
-#   -> how many of those sessions were live (all end); -1 when the account is gone; -2 when
-#      its version is not the expected one; -3 when the user has a session not in the list
-#      (a login recorded since it was read: nothing changed, read again).
-_CHANGE_ACCOUNT = Script.of(
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local now, keep = tonumber(ARGV[1]), ARGV[2]
-local fields, count = tonumber(ARGV[4]), tonumber(ARGV[5])
-local first_sid = 5 + 2 * fields
-if ARGV[3] ~= '' and (redis.call('HGET', KEYS[1], 'version') or '0') ~= ARGV[3] then
-  return -2
-end
-local listed = {}
-for i = 1, count do listed[ARGV[first_sid + i]] = true end
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  if sid ~= keep and not listed[sid] then return -3 end
-end
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-for i = 1, fields do redis.call('HSET', KEYS[1], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
-if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'version', version) end
-local live = 0
-for i = 1, count do
-  local sid = ARGV[first_sid + i]
-  local last_exp = redis.call('ZSCORE', KEYS[2], sid)
-  if last_exp and tonumber(last_exp) > now then live = live + 1 end
-  redis.call('DEL', KEYS[3 + 2 * i], KEYS[4 + 2 * i])
-  redis.call('ZREM', KEYS[2], sid)
-  redis.call('ZREM', KEYS[3], sid)
-end
-for i = 5 + 2 * count, #KEYS do redis.call('DEL', KEYS[i]) end
-return live
-"""
-)
-
-# KEYS = the address's and the account's failure counters, account; ARGV = lock seconds
-#   -> {attempts from the address in this window, its seconds left, the same for the account,
-#       stored password hash or false, account version, disabled or false}
-_BEGIN_LOGIN = Script.of(
-    """
-local counted = {}
-for i = 1, 2 do
-  local attempts = redis.call('INCR', KEYS[i])
-  local ttl = redis.call('TTL', KEYS[i])
-  if ttl < 0 then
-    redis.call('EXPIRE', KEYS[i], ARGV[1])
-    ttl = tonumber(ARGV[1])
-  end
-  counted[2 * i - 1], counted[2 * i] = attempts, ttl
-end
-local account = redis.call('HMGET', KEYS[3], 'password', 'version', 'disabled')
-counted[5], counted[6], counted[7] = account[1], account[2] or '0', account[3]
-return counted
-"""
-)
-
-# KEYS = a counter; ARGV = its window in seconds -> {count in this window, seconds left}
-_COUNT = Script.of(
-    """
-local count = redis.call('INCR', KEYS[1])
-local ttl = redis.call('TTL', KEYS[1])
-if ttl < 0 then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-  ttl = tonumber(ARGV[1])
-end
-return {count, ttl}
-"""
-)
-
-# KEYS = account; ARGV = password hash, created -> 1 when the account holds this very hash
-# (created now, or by a first run of this same call: a salted hash is never made twice).
-_CREATE_USER = Script.of(
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'password', ARGV[1], 'created', ARGV[2])
-end
-return redis.call('HGET', KEYS[1], 'password') == ARGV[1] and 1 or 0
-"""
-)
-
-# KEYS = keys of one user to remove -> how many existed.
-_DELETE_KEYS = Script.of(
-    """
-local deleted = 0
-for i = 1, #KEYS do deleted = deleted + redis.call('DEL', KEYS[i]) end
-return deleted
-"""
-)
-
-# KEYS = account -> 1 when it exists (and is enabled now), 0 when there is no account.
-_ENABLE = Script.of(
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HDEL', KEYS[1], 'disabled')
-return 1
-"""
-)
-
-
-class NotReplicated(redis.RedisError):
-    """A change the primary made but fewer replicas than wanted acknowledged in time: it may
-    be lost if the primary fails now (SPEC "Durable changes"); repeating the request is safe."""
-
-    def __init__(self, acknowledged: int, wanted: int) -> None:
-        super().__init__(f"{acknowledged} of {wanted} replicas acknowledged the change")
-        self.acknowledged = acknowledged
-        self.wanted = wanted
 
 
 class Rotation(enum.Enum):
@@ -368,7 +61,6 @@ SWEEP_COUNT = 10_000
 # SCAN calls one page of accounts may take (a page can come back short when most keys are not
 # accounts; ``next`` goes on from there).
 MAX_SCANS_PER_PAGE = 100
-CLUSTER_SLOTS = 16384
 
 
 class EveryChange(enum.Enum):
@@ -455,12 +147,8 @@ _CHANGE_ACCOUNT_TRIES = 5
 class RedisStore:
     """All of the service's Redis reads and writes, bound to one client and key prefix.
 
-    ``client`` is a ``redis.Redis`` (standalone, or Sentinel's ``master_for``) or a
-    ``RedisCluster``, or a function that builds one: a cluster client connects as it is made,
-    so it is made on first use and a cluster that is down at start-up is a 503, not a crash.
-    With a ``redis.Redis``, each thread holds a single-connection client of the shared pool
-    (``Redis.client()``): see :meth:`_command`. ``wait_replicas`` and ``wait_timeout_ms`` are
-    REDIS_WAIT_REPLICAS and REDIS_WAIT_TIMEOUT_MS (:meth:`run_durably`).
+    ``client`` and the ``wait_*`` settings go to its :class:`RedisConnection` (``self.redis``);
+    ``prefix`` to its :class:`KeyLayout` (``self.layout``).
     """
 
     def __init__(
@@ -473,59 +161,26 @@ class RedisStore:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
     ) -> None:
-        self._client = client if isinstance(client, redis.Redis | RedisCluster) else None
-        self._connect = client if self._client is None else None
-        self._connect_lock = threading.Lock()
-        # decided once: isinstance against RedisCluster is slow (a typing.Generic subclass)
-        self._standalone = client if isinstance(client, redis.Redis) else None
+        self.redis = RedisConnection(
+            client, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
+        )
         self.prefix = prefix
-        self._threads = threading.local()
-        self._pid = os.getpid()
+        self.layout = KeyLayout(prefix)
         self._allowlist_cache = allowlist_cache
         self._clock = clock  # tests pass a fixed one (many logins inside one second)
-        self._wait_replicas = wait_replicas
-        self._wait_timeout_ms = wait_timeout_ms
-
-    @property
-    def client(self) -> Client:
-        """The shared client, built on first use when a builder was given."""
-        if self._client is None:
-            with self._connect_lock:
-                if self._client is None:
-                    try:
-                        self._client = self._connect()
-                    except redis.exceptions.RedisClusterException as error:
-                        raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from None
-        return self._client
 
     def close(self) -> None:
-        """Close the client's connections, those the threads hold included (a client built
-        from REDIS_URL belongs to the store; nothing is built just to be closed)."""
+        """Stop the allowlist cache and close the connections (:meth:`RedisConnection.close`)."""
         if self._allowlist_cache is not None:
             self._allowlist_cache.close()
-        client = self._client
-        if client is None:
-            return
-        client.close()
-        if isinstance(client, redis.Redis):
-            client.connection_pool.disconnect()
+        self.redis.close()
 
-    def key(self, username: str, kind: str, name: str = "") -> str:
-        """``P{username}:kind[:name]``: the hash tag keeps one user's keys in one slot."""
-        base = f"{self.prefix}{{{username}}}:{kind}"
-        return f"{base}:{name}" if name else base
-
-    def _pair_keys(self, pair: TokenPair) -> list[str]:
-        user = pair.username
-        return [
-            self.key(user, "token", pair.access_jti),
-            self.key(user, "token", pair.refresh_jti),
-            self.key(user, "session", pair.session_id),
-            self.key(user, "sessions"),
-            self.key(user, "session-meta", pair.session_id),
-            self.key(user, "user"),
-            self.key(user, "session-order"),
-        ]
+    def run_durably(
+        self, username: str, script: Script, keys: list[str], args: list[str | int]
+    ) -> Any:
+        """Run a change of ``username``'s keys and wait for the replicas to hold it, the user's
+        ``replicated`` key as the awaited write (:meth:`RedisConnection.run_durably`)."""
+        return self.redis.run_durably(self.layout.key(username, "replicated"), script, keys, args)
 
     def _now(self) -> int:
         return int(self._clock())
@@ -559,11 +214,11 @@ class RedisStore:
         counters (the caller's address's and the account's: a success resets them). Beyond
         ``max_sessions``, the user's least recently issued sessions end (one more round trip,
         only then)."""
-        keys = self._pair_keys(pair)
+        keys = self.layout.pair_keys(pair)
         if reset_failures:
-            keys += self._failure_keys(pair.username, caller.address)
+            keys += self.layout.failure_keys(pair.username, caller.address)
         args = [*self._pair_args(pair, caller), account_version, max_sessions]
-        recorded, *beyond = self._run(_ISSUE, keys, args)
+        recorded, *beyond = self.redis.run(scripts.ISSUE, keys, args)
         if beyond:
             self._end_sessions(pair.username, beyond)
         return bool(recorded)
@@ -572,13 +227,13 @@ class RedisStore:
         """The allowlist check, paid on every authenticated request: one EXISTS of the token's
         record and its session's (ending a session deletes the latter), unless the allowlist
         cache (utils/allowlist_cache.py) knows both exist and Redis has reported no change."""
-        user = f"{self.prefix}{{{username}}}:"  # self.key(), inlined on the hot path
+        user = f"{self.prefix}{{{username}}}:"  # self.layout.key(), inlined on the hot path
         token_key, session_key = user + "token:" + jti, user + "session:" + session_id
         cache = self._allowlist_cache
         generation = None if cache is None else cache.current()
         if generation is not None and cache.holds(token_key, session_key):
             return True
-        active = self._command("EXISTS", token_key, session_key) == 2
+        active = self.redis.command("EXISTS", token_key, session_key) == 2
         if active and generation is not None:
             cache.remember(token_key, session_key, generation)
         return active
@@ -596,23 +251,23 @@ class RedisStore:
         (unless the reuse comes within ``reuse_grace_seconds`` of the spending). A session
         issued under an older account version ends: REVOKED."""
         user = new_pair.username
-        keys = self._pair_keys(new_pair)
-        keys += [self.key(user, "token", old_jti), self.key(user, "spent", old_jti)]
+        keys = self.layout.pair_keys(new_pair)
+        keys += [self.layout.key(user, "token", old_jti), self.layout.key(user, "spent", old_jti)]
         args = [*self._pair_args(new_pair, caller), old_jti, old_exp, reuse_grace_seconds]
-        return Rotation(int(self._run(_ROTATE, keys, args)))
+        return Rotation(int(self.redis.run(scripts.ROTATE, keys, args)))
 
     def end_session(self, username: str, session_id: str) -> int:
         """Revoke every token of one session (durably: :meth:`run_durably`); returns how many
         records were in it."""
-        keys = self._session_keys(username, [session_id])
-        return int(self.run_durably(username, _END_SESSIONS, keys, [session_id]))
+        keys = self.layout.session_keys(username, [session_id])
+        return int(self.run_durably(username, scripts.END_SESSIONS, keys, [session_id]))
 
     def end_own_session(self, username: str, session_id: str) -> bool:
         """As :meth:`end_session`, only if ``session_id`` is a live session of ``username``
         (a 404 waits too: after an unconfirmed end, its repeat finds the session gone)."""
-        keys = self._session_keys(username, [session_id])
+        keys = self.layout.session_keys(username, [session_id])
         args = [session_id, self._now()]
-        return bool(self.run_durably(username, _END_OWN_SESSION, keys, args))
+        return bool(self.run_durably(username, scripts.END_OWN_SESSION, keys, args))
 
     def end_all_sessions(self, username: str) -> int:
         """Revoke every token of every session of ``username``, durably; returns the session
@@ -622,21 +277,21 @@ class RedisStore:
         read first. A session a concurrent login starts in between lives on, as if that login
         had come just after this call.
         """
-        session_ids = self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
-        keys = self._session_keys(username, session_ids)
-        self.run_durably(username, _END_SESSIONS, keys, session_ids)
+        session_ids = self.redis.command("ZRANGE", self.layout.key(username, "sessions"), 0, -1)
+        keys = self.layout.session_keys(username, session_ids)
+        self.run_durably(username, scripts.END_SESSIONS, keys, session_ids)
         return len(session_ids)
 
     def list_sessions(self, username: str) -> list[Session]:
         """The user's live sessions, newest first: their ids, then their records (two round
         trips, read only)."""
-        live = self._command(
-            "ZRANGE", self.key(username, "sessions"), f"({self._now()}", "+inf", "BYSCORE"
+        live = self.redis.command(
+            "ZRANGE", self.layout.key(username, "sessions"), f"({self._now()}", "+inf", "BYSCORE"
         )
         if not live:
             return []
-        keys = [self.key(username, "session-meta", sid) for sid in live]
-        records = self._run(_READ_SESSIONS, keys, [])
+        keys = [self.layout.key(username, "session-meta", sid) for sid in live]
+        records = self.redis.run(scripts.READ_SESSIONS, keys, [])
         sessions = [
             _session(sid, _pairs(flat)) for sid, flat in zip(live, records, strict=True) if flat
         ]
@@ -659,7 +314,7 @@ class RedisStore:
             {"password": password_hash},
             keep_session=keep_session,
             if_version=account_version,
-            clear=self._failure_keys(username, caller.address),
+            clear=self.layout.failure_keys(username, caller.address),
         )
 
     def change_account(
@@ -689,37 +344,25 @@ class RedisStore:
         for _ in range(_CHANGE_ACCOUNT_TRIES):
             others = [
                 sid
-                for sid in self._command("ZRANGE", self.key(username, "sessions"), 0, -1)
+                for sid in self.redis.command(
+                    "ZRANGE", self.layout.key(username, "sessions"), 0, -1
+                )
                 if sid != keep_session
             ]
-            sessions, order, *ended = self._session_keys(username, others)
-            kept_meta = self.key(username, "session-meta", keep_session or "")
-            keys = [self.key(username, "user"), sessions, order, kept_meta, *ended, *clear]
+            sessions, order, *ended = self.layout.session_keys(username, others)
+            kept_meta = self.layout.key(username, "session-meta", keep_session or "")
+            keys = [self.layout.key(username, "user"), sessions, order, kept_meta, *ended, *clear]
             args = [self._now(), keep_session or "", expected, len(fields), len(others)]
             outcome = int(
-                self.run_durably(username, _CHANGE_ACCOUNT, keys, [*args, *pairs, *others])
+                self.run_durably(username, scripts.CHANGE_ACCOUNT, keys, [*args, *pairs, *others])
             )
             if outcome != _SESSIONS_MOVED:
                 return outcome
         raise AccountBusy(f"sessions kept changing while the account of {username!r} changed")
 
-    def _session_keys(self, username: str, session_ids: list[str]) -> list[str]:
-        """The user's sessions and session-order sets, then each session's record and meta."""
-        keys = [self.key(username, "sessions"), self.key(username, "session-order")]
-        for sid in session_ids:
-            keys += [self.key(username, "session", sid), self.key(username, "session-meta", sid)]
-        return keys
-
     def _end_sessions(self, username: str, session_ids: list[str]) -> int:
-        keys = self._session_keys(username, session_ids)
-        return int(self._run(_END_SESSIONS, keys, session_ids))
-
-    def _failure_keys(self, username: str, address: str) -> list[str]:
-        """The user's failed-login counters: from this address, and from every address."""
-        return [
-            self.key(username, "login-failures", address),
-            self.key(username, "account-failures"),
-        ]
+        keys = self.layout.session_keys(username, session_ids)
+        return int(self.redis.run(scripts.END_SESSIONS, keys, session_ids))
 
     def begin_login(self, username: str, address: str, lock_seconds: int) -> LoginAttempt:
         """Count this attempt (per address and per account) and fetch the password hash: one
@@ -727,7 +370,7 @@ class RedisStore:
 
         (A resend after a broken connection may count one attempt twice: the safe side.)
         """
-        keys = [*self._failure_keys(username, address), self.key(username, "user")]
+        keys = [*self.layout.failure_keys(username, address), self.layout.key(username, "user")]
         (
             attempts,
             retry_after,
@@ -736,7 +379,7 @@ class RedisStore:
             password_hash,
             version,
             disabled,
-        ) = self._run(_BEGIN_LOGIN, keys, [lock_seconds])
+        ) = self.redis.run(scripts.BEGIN_LOGIN, keys, [lock_seconds])
         if not password_hash:  # an adopted account is a new one: version 0
             password_hash = self._adopt_legacy_account(username)
         return LoginAttempt(
@@ -752,44 +395,44 @@ class RedisStore:
     def count_registration(self, address: str, window_seconds: int) -> tuple[int, int]:
         """Count a registration attempted from ``address``: its number in the current window
         and the window's seconds left (one key in the address's own slot, one round trip)."""
-        key = f"{self.prefix}{{address:{address}}}:registrations"
-        count, retry_after = self._run(_COUNT, [key], [window_seconds])
+        key = self.layout.registration_key(address)
+        count, retry_after = self.redis.run(scripts.COUNT, [key], [window_seconds])
         return int(count), int(retry_after)
 
     def create_user(self, username: str, password_hash: str) -> bool:
         """Store a new account, durably (:meth:`run_durably`); False if the username is taken."""
         if self._adopt_legacy_account(username):
             return False
-        keys, args = [self.key(username, "user")], [password_hash, int(time.time())]
-        return bool(self.run_durably(username, _CREATE_USER, keys, args))
+        keys, args = [self.layout.key(username, "user")], [password_hash, int(time.time())]
+        return bool(self.run_durably(username, scripts.CREATE_USER, keys, args))
 
     def user_exists(self, username: str) -> bool:
         """Whether an account exists (used to seed demo users without re-hashing)."""
-        exists = self._command("EXISTS", self.key(username, "user"))
+        exists = self.redis.command("EXISTS", self.layout.key(username, "user"))
         return bool(exists) or self._adopt_legacy_account(username) is not None
 
     def _create_user(self, username: str, password_hash: str, created: int | str) -> bool:
-        keys = [self.key(username, "user")]
-        return bool(self._run(_CREATE_USER, keys, [password_hash, created]))
+        keys = [self.layout.key(username, "user")]
+        return bool(self.redis.run(scripts.CREATE_USER, keys, [password_hash, created]))
 
     def _adopt_legacy_account(self, username: str) -> str | None:
         """Move an account stored under the key name of earlier versions (``Puser:<name>``,
         another cluster slot, so two steps: copy if absent, then delete); its password hash,
         or None when there is none. Safe to run concurrently and to repeat."""
-        legacy_key = f"{self.prefix}user:{username}"
-        password_hash, created = self._command("HMGET", legacy_key, "password", "created")
+        legacy_key = self.layout.legacy_account_key(username)
+        password_hash, created = self.redis.command("HMGET", legacy_key, "password", "created")
         if password_hash is None:
             return None
         self._create_user(username, password_hash, created or int(time.time()))
-        self._command("DEL", legacy_key)
-        return self._command("HGET", self.key(username, "user"), "password")
+        self.redis.command("DEL", legacy_key)
+        return self.redis.command("HGET", self.layout.key(username, "user"), "password")
 
     def account(self, username: str) -> Account | None:
         """The account's record, or None when there is none."""
         if not self.user_exists(username):
             return None
-        account_key = self.key(username, "user")
-        created, disabled = self._command("HMGET", account_key, "created", "disabled")
+        account_key = self.layout.key(username, "user")
+        created, disabled = self.redis.command("HMGET", account_key, "created", "disabled")
         return Account(int(created or 0), bool(disabled))
 
     def end_every_session(
@@ -807,13 +450,15 @@ class RedisStore:
         elif change is EveryChange.SET_PASSWORD:
             fields = {"password": password_hash}
         elif change is EveryChange.DELETE:
-            clear = [self.key(username, "user"), self.key(username, "session-order")]
+            clear = [self.layout.key(username, "user"), self.layout.key(username, "session-order")]
         return self.change_account(username, fields, clear=clear)
 
     def enable_account(self, username: str) -> bool:
         """Lift ``disabled``; False when there is no account."""
         self.user_exists(username)
-        return bool(self.run_durably(username, _ENABLE, [self.key(username, "user")], []))
+        return bool(
+            self.run_durably(username, scripts.ENABLE, [self.layout.key(username, "user")], [])
+        )
 
     def delete_account(self, username: str) -> bool:
         """Remove the account and every key of the user; False when there was no account.
@@ -839,32 +484,36 @@ class RedisStore:
         """Remove the user's failed-login counters, every address's and the account's, a batch
         per script, each waiting for the replicas (the first always runs: a repeat of an
         unconfirmed clear waits too); returns how many there were."""
-        batches = [[self.key(username, "account-failures")]]
+        batches = [[self.layout.key(username, "account-failures")]]
         batches += self.user_keys(username, "login-failures:")  # one user's addresses
-        return sum(int(self.run_durably(username, _DELETE_KEYS, keys, [])) for keys in batches)
+        return sum(
+            int(self.run_durably(username, scripts.DELETE_KEYS, keys, [])) for keys in batches
+        )
 
     def _delete_user_keys(self, username: str, kind: str, *, durably: bool) -> int:
         """Delete the keys :meth:`user_keys` finds, a batch per script; with ``durably``, at
         least one script runs (with no keys when none are found) and each waits."""
         if kind == "":
-            self._command("DEL", f"{self.prefix}user:{username}")  # an earlier version's key
+            self.redis.command(
+                "DEL", self.layout.legacy_account_key(username)
+            )  # an earlier version's key
         deleted, batches = 0, 0
         for keys in self.user_keys(username, kind):
             if durably:
-                deleted += int(self.run_durably(username, _DELETE_KEYS, keys, []))
+                deleted += int(self.run_durably(username, scripts.DELETE_KEYS, keys, []))
             else:
-                deleted += int(self._run(_DELETE_KEYS, keys, []))
+                deleted += int(self.redis.run(scripts.DELETE_KEYS, keys, []))
             batches += 1
         if durably and not batches:
-            self.run_durably(username, _DELETE_KEYS, [], [])
+            self.run_durably(username, scripts.DELETE_KEYS, [], [])
         return deleted
 
     def user_keys(self, username: str, kind: str = "") -> Iterator[list[str]]:
         """Batches of the user's keys that start with ``P{username}:kind``: in a cluster, read
         from the keys of the user's one slot; else a SCAN of the whole keyspace (an operator's
         rare action; SWEEP_COUNT keys a call)."""
-        start = self.key(username, "") + kind
-        client = self.client
+        start = self.layout.key(username, "") + kind
+        client = self.redis.client
         if isinstance(client, RedisCluster):
             node = client.get_redis_connection(client.get_node_from_key(start))
             slot = client.keyslot(start)
@@ -875,8 +524,8 @@ class RedisStore:
             return
         cursor = 0
         while True:
-            cursor, keys = self._command(
-                "SCAN", cursor, "MATCH", _glob_escape(start) + "*", "COUNT", SWEEP_COUNT
+            cursor, keys = self.redis.command(
+                "SCAN", cursor, "MATCH", glob_escape(start) + "*", "COUNT", SWEEP_COUNT
             )
             if keys:
                 yield keys
@@ -893,7 +542,7 @@ class RedisStore:
         An account that exists for the whole listing is listed (SCAN's guarantee); one created
         or deleted meanwhile may or may not be, and one may be listed twice.
         """
-        nodes = self._scan_nodes()
+        nodes = self.redis.scan_nodes()
         if cursor is None:
             cursor = AccountsCursor(nodes[0][0], 0)
         index = next((i for i, (slot, _) in enumerate(nodes) if slot >= cursor.node_slot), None)
@@ -903,11 +552,11 @@ class RedisStore:
         position, after = cursor.scan_cursor, cursor.after
         if node_slot != cursor.node_slot:  # the node layout changed: start that node over
             position, after = 0, ""
-        match = _glob_escape(self.prefix) + "*user*"
+        match = self.layout.accounts_match()
         names: list[str] = []
         for _ in range(MAX_SCANS_PER_PAGE):
             following, keys = scan("SCAN", position, "MATCH", match, "COUNT", SCAN_COUNT)
-            batch = sorted({name for key in keys if (name := self._account_name(key))})
+            batch = sorted({name for key in keys if (name := self.layout.account_name(key))})
             if after:
                 batch, after = [name for name in batch if name > after], ""
             room = limit - len(names)
@@ -924,215 +573,6 @@ class RedisStore:
             if len(names) == limit:
                 break
         return names, AccountsCursor(node_slot, position)
-
-    def _scan_nodes(self) -> list[tuple[int, Callable[..., Any]]]:
-        """Each node to SCAN, as (its first slot, a way to send it a command), in slot order:
-        the one Redis outside a cluster, every primary of one."""
-        client = self.client
-        if not isinstance(client, RedisCluster):
-            return [(0, self._command)]
-        first_slots: dict[str, tuple[int, Any]] = {}
-        for slot, nodes in client.nodes_manager.slots_cache.items():
-            primary = nodes[0]
-            if slot < first_slots.get(primary.name, (CLUSTER_SLOTS, None))[0]:
-                first_slots[primary.name] = (slot, primary)
-        return sorted(
-            (slot, client.get_redis_connection(node).execute_command)
-            for slot, node in first_slots.values()
-        )
-
-    def _account_name(self, key: str) -> str | None:
-        """The username an account key (``P{name}:user``, or an earlier version's
-        ``Puser:name``) belongs to; None for any other key."""
-        rest = key[len(self.prefix) :]
-        if rest.startswith("{") and rest.endswith("}:user"):
-            name = rest[1 : -len("}:user")]
-        elif rest.startswith("user:"):
-            name = rest[len("user:") :]
-        else:
-            return None
-        return name if USERNAME_PATTERN.fullmatch(name) else None
-
-    def ping(self) -> bool:
-        """True when Redis answers; raises redis.RedisError when it does not."""
-        return bool(self._command("PING"))
-
-    def eviction_policies(self) -> set[str] | None:
-        """The ``maxmemory-policy`` of the Redis (every primary of a cluster), or None where
-        CONFIG is refused (managed services rename or forbid it)."""
-        client = self.client
-        if isinstance(client, RedisCluster):
-            nodes = [node.redis_connection for node in client.get_primaries()]
-        else:
-            nodes = [client]
-        policies = set()
-        for node in nodes:
-            try:
-                reported = node.config_get("maxmemory-policy")
-            except redis.ResponseError:
-                return None
-            if "maxmemory-policy" not in reported:
-                return None
-            policies.add(reported["maxmemory-policy"])
-        return policies
-
-    def run_durably(
-        self, username: str, script: Script, keys: list[str], args: list[str | int]
-    ) -> Any:
-        """Run a change's script (``keys`` all ``username``'s), then wait with Redis ``WAIT``
-        until the primary's replicas hold it (SPEC "Durable changes"); the script's reply.
-
-        ``WAIT`` counts the replicas that acknowledged the last write made *on the connection
-        it is sent on*, so everything goes down one connection to the primary of the user's
-        slot: the script, a write of the user's ``replicated`` mark (so that the awaited write
-        is the latest even when the script changed nothing, as when a change that was not
-        confirmed is repeated: the primary already has it, its replicas may not), and ``INFO
-        replication`` in one round trip, then ``WAIT`` for REDIS_WAIT_REPLICAS or every online
-        replica when fewer are attached, in a second. With no replica attached (as right after
-        a failover) or REDIS_WAIT_REPLICAS=0 there is no second round trip; with 0, no mark.
-
-        Raises :class:`NotReplicated` when fewer acknowledge within REDIS_WAIT_TIMEOUT_MS (the
-        change is made on the primary; running it again is safe and waits again).
-        """
-        if not self._wait_replicas:
-            return self._run(script, keys, args)
-        mark = self.key(username, "replicated")
-        client = self._standalone
-        if client is not None:
-            try:
-                return self._change_and_wait(client, script, keys, args, mark)
-            except redis.ConnectionError:  # a broken connection, a demoted primary: once more
-                return self._change_and_wait(client, script, keys, args, mark)
-        cluster = self.client
-        try:
-            node = cluster.get_redis_connection(cluster.get_node_from_key(mark))
-            return self._change_and_wait(node, script, keys, args, mark)
-        except (redis.ConnectionError, redis.exceptions.RedisClusterException, *_SLOT_MOVED):
-            # The slot map is old (a failover, a resharding): the routed run follows the
-            # redirections and refreshes the map, then the change is made and awaited again
-            # on the primary the slot has now.
-            self._run(script, keys, args)
-        try:
-            node = cluster.get_redis_connection(cluster.get_node_from_key(mark))
-            return self._change_and_wait(node, script, keys, args, mark)
-        except (redis.exceptions.RedisClusterException, *_SLOT_MOVED) as error:
-            raise redis.ConnectionError(f"Redis Cluster slot moving: {error}") from None
-
-    def _change_and_wait(
-        self,
-        node: redis.Redis,
-        script: Script,
-        keys: list[str],
-        args: list[str | int],
-        mark: str,
-    ) -> Any:
-        """:meth:`run_durably` on one connection of ``node``'s pool (checked out for it)."""
-        change = ["EVALSHA", script.sha, len(keys), *keys, *args]
-        batch = [change, ["SET", mark, "1", "EX", MARK_SECONDS], ["INFO", "replication"]]
-        with node.client() as single:
-            connection = single.connection
-            try:
-                replies = _exchange(connection, batch)
-                if isinstance(replies[0], redis.exceptions.NoScriptError):
-                    change[:2] = ["EVAL", script.source]  # EVAL also caches it there
-                    replies = _exchange(connection, batch)
-                for answer in replies:
-                    if isinstance(answer, redis.ResponseError):
-                        raise answer
-                reply, _, info = replies
-                wanted = min(self._wait_replicas, _online_replicas(info))
-                if wanted:
-                    timeout = self._wait_timeout_ms / 1000 + (connection.socket_timeout or 1.0)
-                    connection.send_command("WAIT", wanted, self._wait_timeout_ms)
-                    acknowledged = int(connection.read_response(timeout=timeout))
-                    if acknowledged < wanted:
-                        raise NotReplicated(acknowledged, wanted)
-                return reply
-            except (redis.ResponseError, NotReplicated):
-                raise
-            except BaseException:
-                connection.disconnect()  # out of step with its replies: never reused as is
-                raise
-
-    def _run(self, script: Script, keys: list[str], args: list[str | int]) -> Any:
-        """EVALSHA; EVAL when this Redis does not know the script (yet, or any more: a restart,
-        SCRIPT FLUSH or a failover to a node that never saw it), which also caches it there."""
-        try:
-            return self._command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return self._command("EVAL", script.source, len(keys), *keys, *args)
-
-    def _command(self, *args: str | int) -> Any:
-        """One command, one round trip.
-
-        A cluster client routes it by key (following MOVED/ASK, refreshing its slot map and
-        retrying after a failover). Otherwise the command goes down this thread's connection,
-        checked out of the client's pool once (``Redis.client()``), and its reply is taken as
-        the parser gives it (the commands here need no response callbacks): redis-py's
-        per-command wrapper (retry loop, metrics hooks, callbacks) costs a third of the
-        allowlist check's CPU, more than a request can spare (BENCHMARKS.md). When that
-        connection breaks (Redis restarted, a failover, an idle connection dropped), the
-        command is sent once more on a fresh checkout, which connects anew with the pool's
-        retry and backoff and, under Sentinel, asks where the primary is now; every script
-        here is safe to run twice. A timeout is not resent.
-        """
-        client = self._standalone
-        if client is None:
-            try:
-                return self.client.execute_command(*args)
-            except redis.exceptions.RedisClusterException as error:  # e.g. no node reachable
-                raise redis.ConnectionError(f"Redis Cluster unavailable: {error}") from None
-        try:
-            return self._send(client, args)
-        except redis.ConnectionError:
-            return self._send(client, args)
-
-    def _send(self, client: redis.Redis, args: tuple[str | int, ...]) -> Any:
-        """Send on this thread's connection; on any failure but an error reply (which leaves
-        the connection in step) hand the connection back to the pool, disconnected."""
-        if self._pid != os.getpid():  # a forked child never uses its parent's connections
-            self._threads, self._pid = threading.local(), os.getpid()
-        try:
-            single = self._threads.client
-        except AttributeError:
-            single = self._threads.client = client.client()
-        connection = single.connection
-        try:
-            connection.send_command(*args)
-            return connection.read_response()
-        except redis.ResponseError:
-            raise
-        except BaseException:
-            del self._threads.client
-            connection.disconnect()
-            single.close()
-            raise
-
-
-def _glob_escape(text: str) -> str:
-    """``text`` matched literally by a Redis glob (MATCH)."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
-
-
-def _exchange(connection: AbstractConnection, commands: list[list[str | int]]) -> list[Any]:
-    """Send ``commands`` in one write and read each reply (an error reply as its exception,
-    so that the connection stays in step)."""
-    connection.send_packed_command(connection.pack_commands(commands))
-    replies: list[Any] = []
-    for _ in commands:
-        try:
-            replies.append(connection.read_response())
-        except redis.ResponseError as error:
-            replies.append(error)
-    return replies
-
-
-def _online_replicas(info: str | bytes) -> int:
-    """How many replicas ``INFO replication`` lists as online (``WAIT`` counts no others)."""
-    text = info.decode() if isinstance(info, bytes) else info
-    return sum(
-        1 for line in text.splitlines() if line.startswith("slave") and "state=online" in line
-    )
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

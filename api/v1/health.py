@@ -7,7 +7,7 @@ from flask import jsonify
 
 from utils.errors import NotFound
 from utils.errors import ServiceUnavailable
-from utils.redis import NOEVICTION
+from utils.redis_connection import NOEVICTION
 from utils.state import get_settings
 from utils.state import get_store
 
@@ -22,8 +22,8 @@ def readyz() -> Response:
     becomes one like everywhere else). An evicting Redis can revive revoked tokens or lose
     accounts; a Redis that refuses CONFIG is not failed for it (start-up warned)."""
     store = get_store()
-    store.ping()
-    policies = store.eviction_policies() or {NOEVICTION}
+    store.redis.ping()
+    policies = store.redis.eviction_policies() or {NOEVICTION}
     if policies != {NOEVICTION}:
         raise ServiceUnavailable(
             f"Redis maxmemory-policy is {', '.join(sorted(policies))}; it must be noeviction."
