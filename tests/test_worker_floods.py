@@ -38,6 +38,8 @@ from tests.test_thread_worker import closed_by_server_within
 from tests.test_thread_worker import read_answers
 
 RECOVERY_SECONDS = 10  # "within 10 s of the flood ending every worker serves again"
+WORKER_CLASSES = ("threads", "gthread", "sync")
+THREADS = {"threads": 2, "gthread": 2, "sync": 1}  # sync with threads is gthread
 
 
 def one_worker_env(redis_server, worker_class: str, threads: int, **extra: str) -> dict[str, str]:
@@ -74,11 +76,11 @@ def only_worker(served: Served) -> int:
     return pid
 
 
-@pytest.mark.parametrize("worker_class", ["threads", "gthread"])
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 def test_a_flood_beyond_the_file_descriptors_leaves_a_worker_that_serves_again(
     redis_server, tmp_path, worker_class
 ):
-    served = serve(redis_server, tmp_path, worker_class)
+    served = serve(redis_server, tmp_path, worker_class, threads=THREADS[worker_class])
     try:
         worker = only_worker(served)
         resource.prlimit(worker, resource.RLIMIT_NOFILE, (96, 96))  # lowered from outside
@@ -132,11 +134,11 @@ def test_idle_and_trickling_clients_beyond_the_threads_hold_none(redis_server, t
         stop(served)
 
 
-@pytest.mark.parametrize("worker_class", ["threads", "gthread"])
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 def test_after_an_idle_and_trickling_flood_every_worker_serves_again(
     redis_server, tmp_path, worker_class
 ):
-    served = serve(redis_server, tmp_path, worker_class)
+    served = serve(redis_server, tmp_path, worker_class, threads=THREADS[worker_class])
     try:
         with ExitStack() as flood:
             for n in range(200):
