@@ -96,10 +96,8 @@ def end_sessions(username: str, admin: str) -> int:
 
 def end_session(username: str, session_id: str, admin: str) -> None:
     """End one live session of the user; NotFound when it is not one (or no such user)."""
-    store = get_store()
-    if not store.user_exists(_known_form(username)):
-        raise _no_such_user()
-    if not store.end_own_session(username, session_id):
+    _require_account(username)
+    if not get_store().end_own_session(username, session_id):
         raise NotFound("No such session.")
     _changed(audit.ADMIN_SESSION_ENDED, username, admin, session_id)
 
@@ -121,18 +119,15 @@ def enable(username: str, admin: str) -> None:
 
 def unlock(username: str, admin: str) -> None:
     """Start the user's failed-login counts (every address) again from zero."""
-    store = get_store()
-    if not store.user_exists(_known_form(username)):
-        raise _no_such_user()
-    store.clear_login_failures(username)
+    _require_account(username)
+    get_store().clear_login_failures(username)
     _changed(audit.USER_UNLOCKED, username, admin)
 
 
 def set_password(username: str, fields: Mapping[str, Any], admin: str) -> int:
     """Store ``newPassword`` (register rules) and end every session; returns how many were
     live."""
-    if not get_store().user_exists(_known_form(username)):  # before the slow hash
-        raise _no_such_user()
+    _require_account(username)  # before the slow hash
     new_password = read_new_password(fields)
     ended = _every_session(username, EveryChange.SET_PASSWORD, hash_password(new_password))
     _changed(audit.ADMIN_PASSWORD_SET, username, admin)
@@ -159,6 +154,12 @@ def _known_form(username: str) -> str:
     if not USERNAME_PATTERN.fullmatch(username):
         raise _no_such_user()
     return username
+
+
+def _require_account(username: str) -> None:
+    """NotFound unless ``username`` names an existing account."""
+    if not get_store().user_exists(_known_form(username)):
+        raise _no_such_user()
 
 
 def _no_such_user() -> NotFound:
